@@ -104,6 +104,12 @@ options:
     description:
       - Prefix of the host variables made from the API fields (and of the computed ones).
       - C(ansible_host), C(ansible_port) and C(ansible_user) are never prefixed.
+      - "Computed variables (shown with the default prefix): C(vast_ssh_kind) (V(direct),
+        V(proxy) or null), C(vast_status) (C(actual_status)), C(vast_cost_per_hour) (what the
+        instance costs now in $/h: C(dph_total) while running or frozen, C(storage_total_cost)
+        otherwise, since storage is billed until destroy), C(vast_uptime_seconds) (running
+        instances only; aged to the current time when read from the cache) and C(vast_port_map)
+        (container port to published host port, for example C({'8000/tcp': 41234}))."
     type: str
     default: vast_
   hostvars_exclude:
@@ -180,6 +186,7 @@ _SECRET_FIELDS = frozenset(("jupyter_token", "instance_api_key", "api_key", "ssh
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ID_NAME = re.compile(r"^vast-(\d+)$")
 _CACHE_FORMAT = 1
+_GPU_BILLED = frozenset(("running", "frozen"))
 
 
 def _norm_gpu(name):
@@ -221,7 +228,11 @@ def _number(value):
 def computed_vars(row, fetched_at, now):
     """Derived host variables (names without prefix)."""
     status = row.get("actual_status")
-    dph = _number(row.get("dph_total"))
+    # what the instance costs now: GPU + storage while it holds the GPU, storage only otherwise
+    if status in _GPU_BILLED:
+        dph = _number(row.get("dph_total"))
+    else:
+        dph = _number(row.get("storage_total_cost"))
     uptime = None
     if status == "running":
         mins = _number(row.get("uptime_mins"))

@@ -1,0 +1,138 @@
+"""The test-only control API under /_sim/ (no auth; never under /api/). See docs/contracts.md."""
+import json
+import re
+
+from . import billing
+from .errors import ApiError
+
+
+def handle(app, method, path, query, raw):
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        return 400, {"success": False, "error": "invalid_request", "msg": "Malformed JSON in request body"}
+    if not isinstance(body, dict):
+        return 400, {"success": False, "error": "invalid_request", "msg": "body must be a JSON object"}
+    sim = app.sim
+    try:
+        with sim.lock:
+            sim.tick()
+            out = _route(app, sim, method, path, body)
+            if method != "GET" and sim.state_file:
+                sim.save()
+            return out
+    except ApiError as e:
+        return e.status, e.body()
+    except (ValueError, TypeError, KeyError) as e:
+        return 400, {"success": False, "error": "invalid_args", "msg": str(e)}
+
+
+def _route(app, sim, method, path, body):
+    if path == "/_sim/health":
+        return 200, {"ok": True}
+    if path == "/_sim/clock" and method == "GET":
+        return 200, {"now": sim.clock.now(), "speed": sim.clock.speed}
+    if path == "/_sim/clock/advance" and method == "POST":
+        seconds = float(body.get("seconds", 0))
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0 (the clock never goes back)")
+        sim.clock.advance(seconds)
+        sim.tick()
+        return 200, {"now": sim.clock.now()}
+    if path == "/_sim/state" and method == "GET":
+        now = sim.clock.now()
+        rows = []
+        for inst in sorted(sim.instances.values(), key=lambda i: i.id):
+            row = inst.row(now)
+            row["destroyed_at"] = inst.destroyed_at
+            row["ssh_keys"] = list(inst.ssh_keys)
+            row["hold"] = inst.hold
+            row["offer_id"] = inst.offer["id"]
+            rows.append(row)
+        user = dict(sim.user)
+        user["credit"] = sim.credit()
+        return 200, {"instances": rows, "offers_available": len(sim.available_offers()), "user": user,
+                     "ssh_keys": [dict(k) for k in sim.ssh_keys], "now": now}
+    if path == "/_sim/ledger" and method == "GET":
+        return 200, billing.ledger(sim)
+    if path == "/_sim/requests":
+        if method == "GET":
+            with app.log_lock:
+                return 200, list(app.log)
+        if method == "DELETE":
+            with app.log_lock:
+                app.log.clear()
+            return 200, {"ok": True}
+    if path == "/_sim/faults":
+        if method == "GET":
+            return 200, {"rules": app.faults.listing()}
+        if method == "POST":
+            rules = body.get("rules")
+            if not isinstance(rules, list):
+                raise ValueError('body must be {"rules": [rule, ...]}')
+            return 200, {"rules": app.faults.add(rules)}
+        if method == "DELETE":
+            app.faults.clear()
+            return 200, {"ok": True}
+    if path == "/_sim/credit" and method == "POST":
+        credit = float(body["credit"])
+        current = sim.credit()
+        if credit > current:
+            sim.payments.append({"id": len(sim.payments) + 1, "when": sim.clock.now(),
+                                 "amount": credit - current, "service": "transfer",
+                                 "description": "Credit added (simulator)"})
+        sim.credit_base += credit - current
+        return 200, {"credit": sim.credit()}
+    m = re.match(r"^/_sim/offers/(\d+)/(take|release|unavail|avail)$", path)
+    if m and method == "POST":
+        oid = int(m.group(1))
+        if oid not in sim.by_offer:
+            raise ApiError(404, "not_found", f"no offer {oid}")
+        action = m.group(2)
+        if action == "take":        # another tenant rents it (also the GPU of a stopped instance)
+            sim.taken.add(oid)
+        elif action == "release":
+            sim.taken.discard(oid)
+        elif action == "unavail":   # listed, but creating on it hits "no capacity"
+            sim.unavailable.add(oid)
+        else:
+            sim.unavailable.discard(oid)
+        sim.tick()
+        return 200, {"ok": True, "offer_id": oid}
+    m = re.match(r"^/_sim/instances/(\d+)/force$", path)
+    if m and method == "POST":
+        inst = sim.get_live(int(m.group(1)))
+        if inst is None:
+            raise ApiError(404, "not_found", f"no live instance {m.group(1)}")
+        status = body.get("actual_status", inst.actual_status)
+        sim.force(inst, "null" if status is None else status, body.get("hold", True))
+        return 200, {"ok": True, "instance": inst.row(sim.clock.now())}
+    if path == "/_sim/instances/bulk" and method == "POST":
+        return 200, {"ids": _bulk(sim, body)}
+    if path == "/_sim/offers" and method == "GET":
+        return 200, {"offers": sim.available_offers()}
+    raise ApiError(404, "not_found", f"{method} {path} is not a /_sim/ control")
+
+
+def _bulk(sim, body):
+    """Seed many instances quickly: rents the first free offers and puts them in `status`."""
+    count = int(body.get("count", 1))
+    prefix = body.get("label_prefix", "bulk-")
+    status = body.get("status", "running")
+    image = body.get("image", "vllm/vllm-openai:latest")
+    free = sim.available_offers()
+    if count > len(free):
+        raise ApiError(400, "invalid_args", f"only {len(free)} offers are free; start with --offers larger")
+    ids = []
+    for n, offer in enumerate(free[:count]):
+        inst = sim.create(offer["id"], {"image": image, "label": f"{prefix}{n}", "disk": 16,
+                                        "runtype": "ssh_direc ssh_proxy"}, "ik_bulk_" + sim.new_token())
+        if status in ("running", "stopped", "loading", "exited", "offline", "scheduling"):
+            sim.force(inst, status, hold=False)
+            inst.pending = None
+            if status == "stopped":
+                inst.intended_status = "stopped"
+                inst.cur_state = "stopped"
+                inst.next_state = "stopped"
+        ids.append(inst.id)
+    return ids

@@ -1,0 +1,140 @@
+"""Fault injection rules and the optional per-endpoint rate limits."""
+import json
+import os
+import random
+import threading
+import time
+
+from .errors import ApiError
+
+FAULTS = {"429", "500", "502", "503", "504", "reset", "timeout", "lost_response"}
+ENDPOINTS = {"search", "create", "list", "show", "manage", "reboot", "recycle", "destroy", "user",
+             "charges", "invoices", "ssh", "logs", "gpu_names", "execute", "results", "*"}
+
+
+def validate_rule(rule):
+    if not isinstance(rule, dict):
+        raise ValueError("a fault rule must be an object")
+    rule = dict(rule)
+    rule["fault"] = str(rule.get("fault", ""))
+    if rule["fault"] not in FAULTS:
+        raise ValueError(f"unknown fault {rule['fault']!r}; one of {sorted(FAULTS)}")
+    rule.setdefault("endpoint", "*")
+    if rule["endpoint"] not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {rule['endpoint']!r}; one of {sorted(ENDPOINTS)}")
+    if rule.get("method"):
+        rule["method"] = str(rule["method"]).upper()
+    rule["times"] = int(rule.get("times", 1))
+    rule["probability"] = float(rule.get("probability", 1))
+    rule["after"] = int(rule.get("after", 0))
+    if "seconds" in rule:
+        rule["seconds"] = float(rule["seconds"])
+    rule["seen"] = 0    # matching requests so far
+    rule["fired"] = 0
+    return rule
+
+
+def parse_spec(spec):
+    """`--faults SPEC`: JSON (a list of rules or {"rules": [...]}), @FILE / a path to such JSON,
+    or the short form `endpoint:fault[:key=value...]` with rules separated by commas, e.g.
+    `create:lost_response,list:503:times=2:after=1,*:500:probability=0.1:times=-1`."""
+    spec = spec.strip()
+    if spec.startswith("@") or (os.path.exists(spec) and not spec.startswith(("[", "{"))):
+        with open(spec.lstrip("@")) as f:
+            spec = f.read().strip()
+    if spec.startswith(("[", "{")):
+        data = json.loads(spec)
+        rules = data.get("rules", []) if isinstance(data, dict) else data
+        return [validate_rule(r) for r in rules]
+    rules = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        bits = part.split(":")
+        if len(bits) < 2:
+            raise ValueError(f"bad fault rule {part!r}; expected endpoint:fault[:key=value...]")
+        rule = {"endpoint": bits[0], "fault": bits[1]}
+        for kv in bits[2:]:
+            k, _, v = kv.partition("=")
+            rule[k] = v
+        rules.append(validate_rule(rule))
+    return rules
+
+
+class Faults:
+    def __init__(self, seed=0):
+        self.rules = []
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+
+    def add(self, rules):
+        rules = [validate_rule(r) for r in rules]
+        with self.lock:
+            self.rules.extend(rules)
+        return rules
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+
+    def listing(self):
+        with self.lock:
+            return [dict(r) for r in self.rules]
+
+    def pick(self, endpoint, method):
+        """The fault rule that fires for this request, or None. times=-1 means forever."""
+        with self.lock:
+            for rule in self.rules:
+                if rule["endpoint"] not in ("*", endpoint):
+                    continue
+                if rule.get("method") and rule["method"] != method:
+                    continue
+                if rule["times"] >= 0 and rule["fired"] >= rule["times"]:
+                    continue
+                rule["seen"] += 1
+                if rule["seen"] <= rule["after"]:
+                    continue
+                if rule["probability"] < 1 and self.rng.random() >= rule["probability"]:
+                    continue
+                rule["fired"] += 1
+                return dict(rule)
+        return None
+
+
+# Documented x-rate-limit thresholds: minimum seconds between calls per identity and endpoint.
+THRESHOLDS = {
+    ("create", None): 4.5, ("destroy", None): 3.0, ("show", None): 2.0, ("list", None): 1.0,
+    ("manage", None): 1.0, ("reboot", None): 1.0, ("recycle", None): 1.0, ("execute", None): 1.5,
+    ("invoices", None): 3.0, ("charges", None): 1.0, ("ssh", "POST"): 1.0, ("ssh", "DELETE"): 2.0,
+}
+SEARCH_PER_MINUTE = 10
+
+
+class RateLimiter:
+    """Off unless --rate-limits. Real (not simulated) time: it paces clients, not the clock."""
+
+    def __init__(self, enabled=False):
+        self.enabled = enabled
+        self.last = {}
+        self.search_calls = {}
+        self.lock = threading.Lock()
+
+    def check(self, identity, endpoint, method):
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if endpoint == "search":
+                calls = [t for t in self.search_calls.get(identity, []) if now - t < 60.0]
+                if len(calls) >= SEARCH_PER_MINUTE:
+                    self.search_calls[identity] = calls
+                    raise ApiError(429, None, "", detail="API requests too frequent endpoint threshold=10/min")
+                calls.append(now)
+                self.search_calls[identity] = calls
+                return
+            threshold = THRESHOLDS.get((endpoint, method), THRESHOLDS.get((endpoint, None)))
+            if threshold is None:
+                return
+            key = (identity, endpoint, method)
+            prev = self.last.get(key)
+            if prev is not None and now - prev < threshold:
+                raise ApiError(429, None, "", detail=f"API requests too frequent endpoint threshold={threshold}")
+            self.last[key] = now

@@ -1,0 +1,329 @@
+"""Seeded offer catalogue and the /bundles/ query language.
+
+Units follow the real API: gpu_ram / gpu_total_ram / cpu_ram in MB, disk_space in GB,
+duration in seconds, storage_cost in $/GB/month, dph_* in $/h.
+"""
+import math
+import random
+
+from .errors import ApiError
+
+# name, per-GPU RAM (MB), compute_cap, $/h per GPU (low, high), TFLOPs, dlperf, mem bw GB/s, max W
+GPU_MODELS = [
+    ("RTX 3090", 24576, 860, (0.12, 0.30), 35.6, 22.0, 936, 350),
+    ("RTX 4090", 24564, 890, (0.25, 0.60), 82.6, 40.0, 1008, 450),
+    ("RTX 5090", 32607, 1200, (0.45, 0.95), 104.8, 55.0, 1792, 575),
+    ("RTX A6000", 49140, 860, (0.35, 0.70), 38.7, 28.0, 768, 300),
+    ("L40S", 46068, 890, (0.55, 1.10), 91.6, 48.0, 864, 350),
+    ("A100 SXM4", 81920, 800, (0.90, 1.60), 19.5, 60.0, 2039, 400),
+    ("A100 PCIE", 40960, 800, (0.70, 1.20), 19.5, 50.0, 1555, 250),
+    ("H100 SXM", 81559, 900, (1.80, 3.20), 67.0, 110.0, 3350, 700),
+    ("H100 PCIE", 81559, 900, (1.60, 2.60), 51.0, 90.0, 2000, 350),
+    ("RTX 3060", 12288, 860, (0.05, 0.12), 12.7, 8.0, 360, 170),
+]
+GPU_NAMES = sorted(m[0] for m in GPU_MODELS)
+
+# (geolocation as the API shows it, country code)
+LOCATIONS = [
+    ("California, US", "US"), ("Texas, US", "US"), ("Washington, US", "US"), (", US", "US"),
+    ("Quebec, CA", "CA"), ("Ontario, CA", "CA"), ("Bavaria, DE", "DE"), ("Hesse, DE", "DE"),
+    ("Île-de-France, FR", "FR"), ("North Holland, NL", "NL"), ("Stockholm, SE", "SE"),
+    ("England, GB", "GB"), ("Tokyo, JP", "JP"), ("Seoul, KR", "KR"), ("Sao Paulo, BR", "BR"),
+    ("Mazovia, PL", "PL"), ("Kyiv, UA", "UA"), ("New South Wales, AU", "AU"),
+]
+CPUS = ["AMD EPYC 7543 32-Core Processor", "AMD EPYC 9354 32-Core Processor",
+        "Intel Xeon Gold 6338", "AMD Ryzen 9 7950X 16-Core Processor", "Intel Core i9-13900K"]
+DRIVERS = [("535.86.05", 12.2), ("545.29.06", 12.3), ("550.54.15", 12.4), ("560.35.03", 12.6),
+           ("570.124.06", 12.8)]
+
+
+def _driver_int(text):
+    a, b, c = (int(x) for x in text.split("."))
+    return a * 1000000 + b * 1000 + c
+
+
+def generate(count, seed, now):
+    """Build `count` offers deterministically from `seed` (same seed → same catalogue)."""
+    rng = random.Random(seed)
+    offers = []
+    next_id = 3000000 + rng.randrange(0, 900000)
+    machine = 10000 + rng.randrange(0, 5000)
+    for i in range(count):
+        name, ram, cc, (plo, phi), tflops, dlp, membw, watts = rng.choice(GPU_MODELS)
+        num = rng.choice([1, 1, 1, 2, 2, 4, 4, 8]) if "H100" not in name and "A100" not in name \
+            else rng.choice([1, 2, 4, 8, 8])
+        if name == "RTX 5090" and num == 8:
+            num = 4
+        geo, cc2 = rng.choice(LOCATIONS)
+        driver, cuda = rng.choice(DRIVERS)
+        if name == "RTX 5090":
+            driver, cuda = "570.124.06", 12.8
+        per_gpu = round(rng.uniform(plo, phi), 4)
+        dph_base = round(per_gpu * num, 4)
+        storage_cost = round(rng.choice([0.05, 0.1, 0.15, 0.2, 0.3]), 3)
+        cores = num * rng.choice([4, 8, 12, 16])
+        cpu_ram = num * rng.choice([32, 64, 128]) * 1024
+        disk = float(rng.choice([100, 200, 500, 1000, 2000]) * max(1, num // 2))
+        reliability = round(rng.uniform(0.90, 0.9999), 4)
+        verified = rng.random() < 0.85
+        datacenter = rng.random() < 0.3
+        direct = rng.random() < 0.6
+        vms = rng.random() < 0.25
+        port_start = rng.randrange(10000, 60000, 100) if direct else -1
+        port_count = rng.choice([16, 32, 64, 128]) if direct else 0
+        machine += rng.randrange(1, 7)
+        host_id = 100000 + machine % 9000
+        ip = f"203.0.113.{rng.randrange(1, 255)}" if rng.random() < 0.5 else f"198.51.100.{rng.randrange(1, 255)}"
+        ends = now + rng.randrange(7, 120) * 86400
+        offer = {
+            "id": next_id, "ask_contract_id": next_id, "bundle_id": next_id + 7000000,
+            "bundled_results": None, "machine_id": machine, "host_id": host_id,
+            "cluster_id": None, "hostname": None, "public_ipaddr": ip,
+            "logo": "/static/logos/vastai_small2.png", "webpage": None, "rn": i + 1,
+            "num_gpus": num, "gpu_name": name, "gpu_ram": ram, "gpu_total_ram": ram * num,
+            "gpu_frac": 1.0, "gpu_arch": "nvidia", "gpu_ids": list(range(num)),
+            "gpu_lanes": 16, "gpu_mem_bw": float(membw), "gpu_max_power": float(watts),
+            "gpu_max_temp": 83.0, "gpu_display_active": False, "compute_cap": cc,
+            "cuda_max_good": cuda, "driver_version": driver, "driver_vers": _driver_int(driver),
+            "bw_nvlink": 0.0 if num == 1 or "RTX" in name else 600.0,
+            "total_flops": round(tflops * num, 2), "dlperf": round(dlp * num * rng.uniform(0.9, 1.05), 3),
+            "cpu_name": rng.choice(CPUS), "cpu_cores": cores * 2, "cpu_cores_effective": float(cores),
+            "cpu_ghz": round(rng.uniform(2.2, 4.8), 2), "cpu_ram": cpu_ram, "cpu_arch": "amd64",
+            "mobo_name": rng.choice(["ROMED8-2T", "H12SSL-i", "PRO WS WRX80E-SAGE SE", "X13DEI"]),
+            "os_version": rng.choice(["22.04", "24.04"]), "has_avx": 1,
+            "pci_gen": float(rng.choice([3, 4, 4, 5])), "pcie_bw": round(rng.uniform(10, 50), 1),
+            "vms_enabled": vms, "is_vm_deverified": False, "resource_type": "gpu",
+            "disk_space": disk, "disk_bw": round(rng.uniform(500, 6000), 1),
+            "disk_name": rng.choice(["Samsung SSD 990 PRO 2TB", "INTEL SSDPE2KX020T8", "WD_BLACK SN850X"]),
+            "inet_up": round(rng.uniform(100, 9000), 1), "inet_down": round(rng.uniform(100, 9000), 1),
+            "inet_up_cost": round(rng.choice([0.0, 0.002, 0.005, 0.01]), 4),
+            "inet_down_cost": round(rng.choice([0.0, 0.002, 0.005, 0.01]), 4),
+            "direct_port_count": port_count, "direct_port_start": port_start,
+            "direct_port_end": port_start + port_count - 1 if direct else -1,
+            "static_ip": direct and rng.random() < 0.5,
+            "dph_base": dph_base, "storage_cost": storage_cost,
+            "min_bid": round(dph_base * rng.uniform(0.3, 0.6), 4),
+            "credit_discount_max": 0.4, "discount_rate": round(rng.uniform(0.1, 0.4), 3),
+            "reliability": reliability, "reliability2": reliability,
+            "reliability_mult": round(reliability ** 2, 4), "expected_reliability": reliability,
+            "verification": "verified" if verified else rng.choice(["unverified", "deverified"]),
+            "vericode": 0, "verified": verified, "rentable": True, "rented": False,
+            "is_bid": False, "external": False, "hosting_type": 1 if datacenter else 0,
+            "datacenter": datacenter, "geolocation": geo, "geolocode": None,
+            "start_date": float(now - rng.randrange(1, 400) * 86400), "end_date": float(ends),
+            "duration": float(ends - now), "time_remaining": "", "time_remaining_isbid": "",
+            "avail_vol_ask_id": None, "avail_vol_dph": None, "avail_vol_size": None,
+            "nw_disk_min_bw": None, "nw_disk_max_bw": None, "nw_disk_avg_bw": None,
+            "platform_fee": 0.0, "country_code": cc2,
+        }
+        offers.append(offer)
+        next_id += rng.randrange(1, 40)
+    return offers
+
+
+def priced(offer, allocated_storage, kind="on-demand"):
+    """A copy of `offer` with the storage-dependent price fields filled for `allocated_storage` GB."""
+    o = dict(offer)
+    gb = float(allocated_storage)
+    storage_total = o["storage_cost"] * gb / 720.0  # $/GB/month → $/h (30-day month)
+    base = o["min_bid"] if kind == "bid" else o["dph_base"]
+    if kind == "reserved":
+        base = round(o["dph_base"] * (1 - o["discount_rate"]), 6)
+    total = base + storage_total
+    o["storage_total_cost"] = round(storage_total, 6)
+    o["dph_total"] = round(total, 6)
+    o["dph_total_adj"] = o["dph_total"]
+    o["is_bid"] = kind == "bid"
+    o["vram_costperhour"] = round(total / max(1.0, o["gpu_total_ram"] / 1024.0), 6)
+    o["discounted_hourly"] = round(o["dph_base"] * (1 - o["discount_rate"]), 6)
+    o["discounted_dph_total"] = round(o["discounted_hourly"] + storage_total, 6)
+    o["dlperf_per_dphtotal"] = round(o["dlperf"] / total, 4) if total else 0.0
+    o["flops_per_dphtotal"] = round(o["total_flops"] / total, 4) if total else 0.0
+    o["score"] = round(o["dlperf_per_dphtotal"] * o["reliability"], 4)
+    prices = {"gpuCostPerHour": base, "diskHour": round(storage_total, 6), "totalHour": o["dph_total"],
+              "discountTotalHour": 0.0, "discountedTotalPerHour": o["dph_total"]}
+    o["search"] = prices
+    o["instance"] = dict(prices)
+    o["internet_up_cost_per_tb"] = round(o["inet_up_cost"] * 1024, 3)
+    o["internet_down_cost_per_tb"] = round(o["inet_down_cost"] * 1024, 3)
+    return o
+
+
+# ---------------------------------------------------------------------------------------------
+# query language
+
+OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "in", "notin")
+TOP_LEVEL = {"order", "type", "limit", "allocated_storage", "disable_bundling", "target_reliability",
+             "extra_ids", "gpu_option", "show_incompatible", "sort_option", "template_id", "external_ids"}
+ALIASES = {"cuda_vers": "cuda_max_good", "dph": "dph_total", "dlperf_usd": "dlperf_per_dphtotal",
+           "flops_usd": "flops_per_dphtotal", "display_active": "gpu_display_active",
+           "ubuntu_version": "os_version"}
+TYPES = {"on-demand": "on-demand", "ondemand": "on-demand", "bid": "bid", "interruptible": "bid",
+         "reserved": "reserved"}
+DEFAULT_LIMIT = 64
+MAX_LIMIT = 10000
+
+
+def coerce(value):
+    """Numeric strings become numbers (the CLI sends `"num_gpus": {"eq": "1"}`)."""
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            n = float(s)
+        except ValueError:
+            return value
+        if math.isfinite(n):
+            return int(n) if n.is_integer() and "." not in s and "e" not in s.lower() else n
+    return value
+
+
+def _norm_name(v):
+    return v.replace("_", " ").strip().lower() if isinstance(v, str) else v
+
+
+def _cmp_value(field, v):
+    v = coerce(v)
+    if field == "gpu_name":
+        return _norm_name(v)
+    if field == "driver_version" and isinstance(v, str) and v.count(".") == 2:
+        return _driver_int(v)
+    return v
+
+
+def _row_value(field, row):
+    if field == "gpu_name":
+        return _norm_name(row.get("gpu_name"))
+    if field == "geolocation":
+        g = row.get("geolocation") or ""
+        return g[-2:] if len(g) >= 2 else g
+    if field == "driver_version":
+        return row.get("driver_vers")
+    return row.get(field)
+
+
+def _test(op, rv, qv):
+    try:
+        if op == "eq":
+            return rv == qv
+        if op == "neq":
+            return rv != qv
+        if op in ("in", "notin"):
+            inside = rv in qv
+            return inside if op == "in" else not inside
+        if rv is None or qv is None:
+            return False
+        if op == "gt":
+            return rv > qv
+        if op == "gte":
+            return rv >= qv
+        if op == "lt":
+            return rv < qv
+        if op == "lte":
+            return rv <= qv
+    except TypeError:
+        return False
+    return False
+
+
+def compile_filters(filters, allowed=None, computed=(), no_coerce=()):
+    """Turn `{field: {op: value}}` into a list of (field, op, value) checks.
+
+    Raises ApiError(400) for unknown operators, or for fields outside `allowed` / inside `computed`
+    (the v1 instance list only filters stored columns)."""
+    checks = []
+    if not isinstance(filters, dict):
+        raise ApiError(400, "invalid_args", "query must be a JSON object")
+    for field, cond in filters.items():
+        field = ALIASES.get(field, field)
+        if field in computed or (allowed is not None and field not in allowed):
+            raise ApiError(400, "invalid_request", f"{field} is not a valid search key")
+        if not isinstance(cond, dict):
+            # bare value means equality (the web console sometimes sends this)
+            cond = {"eq": cond}
+        for op, value in cond.items():
+            if op not in OPS:
+                raise ApiError(400, "invalid_args", f"invalid operator '{op}' for field {field}")
+            if op in ("in", "notin"):
+                if not isinstance(value, list):
+                    raise ApiError(400, "invalid_args", f"operator '{op}' on {field} needs a list")
+                value = [v if field in no_coerce else _cmp_value(field, v) for v in value]
+            else:
+                value = value if field in no_coerce else _cmp_value(field, value)
+            if field == "geolocation":
+                value = [v.upper() if isinstance(v, str) else v for v in value] if isinstance(value, list) \
+                    else (value.upper() if isinstance(value, str) else value)
+            checks.append((field, op, value))
+    return checks
+
+
+def matches(row, checks):
+    for field, op, value in checks:
+        if not _test(op, _row_value(field, row), value):
+            return False
+    return True
+
+
+def sort_key_for(field, direction):
+    desc = str(direction).lower().startswith("d")
+
+    def key(row):
+        v = row.get(field)
+        missing = v is None
+        if isinstance(v, bool):
+            v = int(v)
+        if not isinstance(v, (int, float)):
+            v = 0 if missing else v
+        return (missing, -v if desc and isinstance(v, (int, float)) else v)
+    return key, desc
+
+
+def search(catalogue, query):
+    """Run a /bundles/ query over `catalogue` (available offers). Returns priced offer dicts."""
+    if not isinstance(query, dict):
+        raise ApiError(400, "invalid_args", "query must be a JSON object")
+    kind = TYPES.get(str(query.get("type", "on-demand")).lower())
+    if kind is None:
+        raise ApiError(400, "invalid_args", f"invalid type {query.get('type')!r}; use on-demand, bid or reserved")
+    storage = coerce(query.get("allocated_storage", 8.0))
+    if not isinstance(storage, (int, float)) or storage < 0:
+        raise ApiError(400, "invalid_args", "allocated_storage must be a non-negative number")
+    limit = coerce(query.get("limit", DEFAULT_LIMIT))
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    if not isinstance(limit, int):
+        raise ApiError(400, "invalid_args", "limit must be an integer")
+    limit = max(1, min(limit, MAX_LIMIT))
+    order = query.get("order", [["score", "desc"]]) or [["score", "desc"]]
+    if not isinstance(order, list) or not all(isinstance(o, (list, tuple)) and len(o) >= 1 for o in order):
+        raise ApiError(400, "invalid_args", "order must be a list of [field, direction]")
+    filters = {k: v for k, v in query.items() if k not in TOP_LEVEL}
+    checks = compile_filters(filters)
+    # price-dependent fields (dph_total, score…) must be computed before filtering/sorting
+    price_fields = {"dph_total", "dph_total_adj", "storage_total_cost", "dlperf_per_dphtotal",
+                    "flops_per_dphtotal", "score", "vram_costperhour", "discounted_dph_total",
+                    "discounted_hourly", "is_bid", "internet_up_cost_per_tb", "internet_down_cost_per_tb"}
+    needs_price = any(c[0] in price_fields for c in checks) or any(
+        ALIASES.get(o[0], o[0]) in price_fields for o in order)
+    if kind == "reserved":
+        rows = [o for o in catalogue if o["hosting_type"] == 1 or o["verified"]]
+    else:
+        rows = catalogue
+    # filter on stored fields first, then price only the survivors (keeps 10k-offer searches fast)
+    plain = [c for c in checks if c[0] not in price_fields]
+    pricey = [c for c in checks if c[0] in price_fields]
+    rows = [o for o in rows if matches(o, plain)]
+    if needs_price:
+        rows = [priced(o, storage, kind) for o in rows]
+        rows = [o for o in rows if matches(o, pricey)]
+    for spec in reversed(order):
+        field = ALIASES.get(spec[0], spec[0])
+        direction = spec[1] if len(spec) > 1 else "asc"
+        key, desc = sort_key_for(field, direction)
+        if rows and not isinstance(rows[0].get(field), (int, float, bool, type(None))):
+            rows = sorted(rows, key=lambda r: (r.get(field) is None, str(r.get(field) or "")), reverse=desc)
+        else:
+            rows = sorted(rows, key=key)
+    rows = rows[:limit]
+    if not needs_price:
+        rows = [priced(o, storage, kind) for o in rows]
+    return rows

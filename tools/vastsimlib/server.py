@@ -1,0 +1,358 @@
+"""HTTP plumbing: threaded server, routing, auth, latency, faults, rate limits, request log."""
+import argparse
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+from . import api, control
+from .errors import ApiError
+from .faults import Faults, RateLimiter, parse_spec
+from .hosts import load_backend
+from .state import Sim
+
+# (method, path regex, endpoint name, handler, auth) — auth: "user", "instance" (user key or
+# that instance's instance_api_key), "optional" (search works anonymously), None.
+ROUTES = [
+    ("GET", r"/api/v0/gpu_names/unique", "gpu_names", api.gpu_names, None),
+    ("GET", r"/api/v0/users/current", "user", api.user, "user"),
+    ("POST", r"/api/v0/bundles", "search", api.search, "optional"),
+    ("GET", r"/api/v0/bundles", "search", api.search_get, "optional"),
+    ("PUT", r"/api/v0/search/asks", "search", api.search_new, "optional"),
+    ("POST", r"/api/v0/asks/bulk", "create", api.create_bulk, "user"),
+    ("PUT", r"/api/v0/asks/(?P<id>[^/]+)", "create", api.create, "user"),
+    ("GET", r"/api/v1/instances", "list", api.list_v1, "user"),
+    ("GET", r"/api/v0/instances/filters", "list", api.list_filters, "user"),
+    ("GET", r"/api/v0/instances", "list", api.list_legacy, "user"),
+    ("PUT", r"/api/v0/instances", "manage", api.manage_bulk, "user"),
+    ("DELETE", r"/api/v0/instances", "destroy", api.destroy_bulk, "user"),
+    ("PUT", r"/api/v0/instances/reboot/(?P<id>[^/]+)", "reboot", api.reboot, "user"),
+    ("PUT", r"/api/v0/instances/recycle/(?P<id>[^/]+)", "recycle", api.recycle, "user"),
+    ("PUT", r"/api/v0/instances/request_logs/(?P<id>[^/]+)", "logs", api.logs, "user"),
+    ("PUT", r"/api/v0/instances/command/(?P<id>[^/]+)", "execute", api.execute, "user"),
+    ("GET", r"/api/v0/instances/(?P<id>[^/]+)/ssh", "ssh", api.instance_keys, "user"),
+    ("POST", r"/api/v0/instances/(?P<id>[^/]+)/ssh", "ssh", api.attach_key, "user"),
+    ("DELETE", r"/api/v0/instances/(?P<id>[^/]+)/ssh/(?P<key>[^/]+)", "ssh", api.detach_key, "user"),
+    ("GET", r"/api/v0/instances/(?P<id>[^/]+)", "show", api.show, "instance"),
+    ("PUT", r"/api/v0/instances/(?P<id>[^/]+)", "manage", api.manage, "instance"),
+    ("DELETE", r"/api/v0/instances/(?P<id>[^/]+)", "destroy", api.destroy, "instance"),
+    ("GET", r"/api/v0/ssh", "ssh", api.list_keys, "user"),
+    ("POST", r"/api/v0/ssh", "ssh", api.add_key, "user"),
+    ("PUT", r"/api/v0/ssh/(?P<key>[^/]+)", "ssh", api.replace_key, "user"),
+    ("DELETE", r"/api/v0/ssh/(?P<key>[^/]+)", "ssh", api.delete_key, "user"),
+    ("GET", r"/api/v0/charges", "charges", api.charges, "user"),
+    ("GET", r"/api/v1/invoices", "invoices", api.invoices_v1, "user"),
+    ("GET", r"/api/v0/users/me/invoices", "invoices", api.invoices_legacy, "user"),
+    ("GET", r"/instance_logs/(?P<token>[A-Za-z0-9]+)\.log", "results", api.result, None),
+]
+COMPILED = [(m, re.compile("^" + p + "$"), e, h, a) for m, p, e, h, a in ROUTES]
+SECRET_PARAMS = {"api_key"}
+
+
+class Request:
+    """What a handler sees: parsed path, query (raw strings), JSON body, route params."""
+
+    def __init__(self, method, path, query, body, params, sim, base_url):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.body = body
+        self.params = params
+        self.sim = sim
+        self.base_url = base_url
+        self.key = None            # the credential that authenticated the call
+        self.instance_scope = None  # instance id when authenticated by an instance_api_key
+
+    def qjson(self, name, default=None):
+        """A query value decoded as JSON (the client JSON-encodes non-strings)."""
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+
+class App:
+    def __init__(self, sim, faults, limiter, latency_ms=0.0):
+        self.sim = sim
+        self.faults = faults
+        self.limiter = limiter
+        self.latency = latency_ms / 1000.0
+        self.log = []
+        self.log_lock = threading.Lock()
+        self.base_url = None
+
+    def record(self, entry):
+        with self.log_lock:
+            self.log.append(entry)
+            if len(self.log) > 100000:
+                del self.log[:50000]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "vastsim/1.0"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):  # the request log lives under /_sim/requests
+        pass
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    # --- responses -------------------------------------------------------------------------
+    def send_json(self, status, obj, headers=None):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")  # exactly this: the CLI checks it
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_text(self, status, text):
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def reset(self):
+        """Abort the connection with a TCP RST (SO_LINGER 0), like a dropped connection."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close_connection = True
+        try:
+            self.connection.close()
+        except OSError:
+            pass
+
+    # --- the request path --------------------------------------------------------------------
+    def dispatch(self, method):
+        app = self.server.app
+        started = time.time()
+        parts = urlsplit(self.path)
+        path = re.sub(r"/+", "/", parts.path)
+        if len(path) > 1:
+            path = path.rstrip("/")
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        safe_query = {k: v for k, v in query.items() if k not in SECRET_PARAMS}
+        entry = {"t": started, "sim_t": app.sim.clock.now(), "method": method, "path": path, "query": safe_query,
+                 "status": None, "endpoint": None}
+        try:
+            if path.startswith("/_sim/"):
+                entry["endpoint"] = "sim"
+                status, obj = control.handle(app, method, path, query, raw)
+                entry["status"] = status
+                self.send_json(status, obj)
+                return  # control calls are not logged: tests read the log through them
+            if app.latency:
+                time.sleep(app.latency)  # outside any lock: concurrent requests overlap
+            self._api(app, method, path, query, raw, entry)
+        except (BrokenPipeError, ConnectionResetError):
+            entry["status"] = entry["status"] or "client_gone"
+            self.close_connection = True
+        finally:
+            if entry["endpoint"] != "sim":
+                app.record(entry)
+
+    def _api(self, app, method, path, query, raw, entry):
+        route = None
+        params = {}
+        path_known = False
+        for m, rx, endpoint, handler, auth in COMPILED:
+            mt = rx.match(path)
+            if mt:
+                path_known = True
+                if m == method:
+                    route = (endpoint, handler, auth)
+                    params = mt.groupdict()
+                    break
+        if route is None:
+            status = 405 if path_known else 404
+            err = ApiError(status, "not_found" if status == 404 else "method_not_allowed",
+                           f"{method} {path} is not an API endpoint")
+            entry["status"] = status
+            self.send_json(status, err.body())
+            return
+        endpoint, handler, auth = route
+        entry["endpoint"] = endpoint
+        fault = app.faults.pick(endpoint, method)
+        if fault and fault["fault"] != "lost_response":
+            entry["fault"] = fault["fault"]
+            self._inject(fault, entry)
+            return
+        try:
+            body = None
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise ApiError(400, "invalid_request", "Malformed JSON in request body")
+            req = Request(method, path, query, body if body is not None else {}, params, app.sim,
+                          app.base_url)
+            with app.sim.lock:
+                self._authenticate(req, auth)
+                app.limiter.check(req.key or self.client_address[0], endpoint, method)
+                app.sim.tick()
+                status, obj = handler(req)
+                if method != "GET" and app.sim.state_file:
+                    app.sim.save()
+        except ApiError as e:
+            status, obj = e.status, e.body()
+        except Exception:
+            traceback.print_exc(file=sys.stderr)  # detail for the operator, never for the client
+            status, obj = 500, {"success": False, "error": "server_error",
+                                "msg": "Internal server error (see the simulator's stderr)"}
+        entry["status"] = status
+        if fault:  # lost_response: the operation happened, the answer never arrives
+            entry["fault"] = "lost_response"
+            self.reset()
+            return
+        if isinstance(obj, str):
+            self.send_text(status, obj)
+        else:
+            self.send_json(status, obj)
+
+    def _authenticate(self, req, auth):
+        key = None
+        header = self.headers.get("Authorization") or ""
+        if header.lower().startswith("bearer "):
+            key = header[7:].strip()
+        elif req.query.get("api_key"):
+            key = req.query["api_key"]   # legacy clients; the header wins when both are sent
+        if auth is None:
+            return
+        sim = req.sim
+        if key and key == sim.api_key:
+            req.key = key
+            return
+        ep_billing = req.path.startswith(("/api/v0/charges", "/api/v1/invoices", "/api/v0/users/me/invoices"))
+        if not key:
+            if auth == "optional":
+                return
+            if ep_billing:
+                raise ApiError(403, "auth_error", "This action requires login.")
+            raise ApiError(401, "auth_error", "This action requires login.")
+        if auth == "instance":
+            for inst in sim.instances.values():
+                if inst.instance_api_key == key:
+                    if str(inst.id) == req.params.get("id") and inst.destroyed_at is None:
+                        req.key = key
+                        req.instance_scope = inst.id
+                        return
+                    raise ApiError(403, "not_authorized", "This API key is not allowed to do that.")
+        elif any(i.instance_api_key == key for i in sim.instances.values()):
+            raise ApiError(403, "not_authorized", "This API key is not allowed to do that.")
+        if ep_billing or req.path.startswith("/api/v0/bundles"):
+            raise ApiError(404, "auth_error", "Invalid user key")
+        raise ApiError(401, "auth_error", "Invalid user key")
+
+    def _inject(self, fault, entry):
+        kind = fault["fault"]
+        if kind == "reset":
+            entry["status"] = "reset"
+            self.reset()
+        elif kind == "timeout":
+            entry["status"] = "timeout"
+            time.sleep(fault.get("seconds", 30.0))  # hold the connection, then drop it
+            self.reset()
+        elif kind == "429":
+            entry["status"] = 429
+            self.send_json(429, {"detail": "API requests too frequent endpoint threshold=1.0"})
+        else:
+            status = int(kind)
+            entry["status"] = status
+            msgs = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                    504: "Gateway Timeout"}
+            self.send_json(status, {"success": False, "error": "server_error", "msg": msgs[status]})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def build(argv=None):
+    p = argparse.ArgumentParser(prog="vastsim", description="Local, stateful vast.ai API simulator.")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-key", default="sim-key")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--offers", type=int, default=400)
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    p.add_argument("--latency", type=float, default=0.0, help="added delay per API request, ms")
+    p.add_argument("--hosts", default="none", help="host backend: none | docker")
+    p.add_argument("--state", default=None, help="persist state to this JSON file")
+    p.add_argument("--faults", default=None, help="fault rules at start-up (see docs/vastsim.md)")
+    p.add_argument("--rate-limits", action="store_true", help="enforce documented per-endpoint limits")
+    p.add_argument("--credit", type=float, default=100.0, help="starting account credit, $")
+    args = p.parse_args(argv)
+    if args.speed <= 0:
+        p.error("--speed must be > 0")
+    sim = Sim(api_key=args.api_key, seed=args.seed, n_offers=args.offers, speed=args.speed,
+              state_file=args.state, credit=args.credit)
+    sim.hosts = load_backend(args.hosts, sim)
+    for inst in sim.live_instances():   # restored instances get their network fields again
+        if not inst.net.get("ssh_host"):
+            sim.hosts.on_create(inst)
+    faults = Faults(seed=args.seed)
+    if args.faults:
+        try:
+            faults.add(parse_spec(args.faults))
+        except (ValueError, OSError) as e:
+            p.error(f"--faults: {e}")
+    app = App(sim, faults, RateLimiter(args.rate_limits), args.latency)
+    server = Server((args.host, args.port), Handler)
+    server.app = app
+    app.base_url = f"http://{args.host}:{server.server_address[1]}"
+    return server, args
+
+
+def main(argv=None):
+    server, args = build(argv)
+    app = server.app
+
+    def shutdown(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    print(f"vastsim listening on {app.base_url} (offers={len(app.sim.catalogue)} speed={args.speed} "
+          f"hosts={args.hosts})", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        with app.sim.lock:
+            app.sim.save()
+            app.sim.hosts.close()
+        server.server_close()
+    return 0

@@ -1,0 +1,468 @@
+"""Account, instances and their lifecycle on the simulated clock.
+
+Lifecycle is evaluated lazily: every API or control request first calls `Sim.tick()`, which
+replays each instance's pending transitions up to "now" and records billable intervals on the
+way, so `/_sim/clock/advance` and a fast `--speed` give exact billing without a timer thread.
+All state is guarded by `Sim.lock` (one RLock: requests are short, latency is slept outside it).
+"""
+import json
+import os
+import secrets
+import threading
+
+from . import billing, offers as offers_mod
+from .clock import Clock
+from .errors import ApiError
+
+# simulated seconds each phase takes
+T_PROVISION = 4.0      # actual_status null → loading
+T_LOAD = 40.0          # loading (image pull) → running
+T_RESTART_LOAD = 10.0  # loading after a start → running
+T_STOP = 3.0           # running → stopped
+T_REBOOT = 8.0         # rebooting → running
+T_SCHEDULE = 2.0       # start accepted → loading (when the GPU is free)
+
+STORED_COLUMNS = {"id", "label", "actual_status", "intended_status", "cur_state", "next_state",
+                  "gpu_name", "verification", "machine_id", "host_id", "image_uuid", "start_date",
+                  "num_gpus_stored", "geolocation", "template_id", "template_hash_id", "is_bid",
+                  "image_runtype", "status_msg", "disk_space", "end_date"}
+COMPUTED_COLUMNS = {"dph_total", "num_gpus", "dph_base", "duration", "reliability2", "dlperf",
+                    "cpu_ram", "gpu_ram", "inet_up", "inet_down", "total_flops", "storage_total_cost"}
+
+
+class Instance:
+    """One rental. `row()` renders what the API returns; the rest is bookkeeping."""
+
+    def __init__(self, iid, offer, body, now, api_key):
+        self.id = iid
+        self.offer = offer                  # priced offer at rent time (includes dph_*)
+        self.created_at = now
+        self.start_date = now
+        self.destroyed_at = None
+        self.label = body.get("label")
+        self.image = body.get("image") or "vastai/base-image:latest"
+        self.env = body.get("env") or {}
+        self.onstart = body.get("onstart")
+        self.args = body.get("args")
+        self.args_str = body.get("args_str")
+        self.runtype = body.get("runtype") or "ssh"
+        self.disk = float(body.get("disk") or 8)
+        self.bid = body.get("price")
+        self.template_hash_id = body.get("template_hash_id")
+        self.template_id = body.get("template_id")
+        self.image_login = body.get("image_login")
+        self.vm = bool(body.get("vm"))
+        self.gpu_rate = float(self.bid if self.bid is not None else offer["dph_base"])
+        self.instance_api_key = api_key
+        self.actual_status = None
+        self.intended_status = "running"
+        self.cur_state = "running"
+        self.next_state = "running"
+        self.status_msg = None
+        self.pending = None                 # (sim time, target status)
+        self.hold = False
+        self.acc_t = now                    # billing accounted up to here
+        self.gpu_intervals = []             # [[start, end|None]] while GPU billable
+        self.ssh_keys = []                  # key texts on this instance
+        self.net = {"ssh_host": None, "ssh_port": None, "public_ipaddr": offer.get("public_ipaddr"),
+                    "ports": None, "direct_port_start": offer.get("direct_port_start", -1),
+                    "direct_port_end": offer.get("direct_port_end", -1), "local_ipaddrs": None,
+                    "machine_dir_ssh_port": None, "ssh_idx": None}
+        self.log_lines = []
+        self.booted = False                 # first boot pulls the image (T_LOAD), later ones are quick
+        self.backend = {}                   # free-form data a hosts backend keeps per instance
+
+    # --- env helpers -------------------------------------------------------------------
+    def extra_env(self):
+        """The API's `extra_env`: [[key, value], ...] including `-p` port requests."""
+        if isinstance(self.env, dict):
+            return [[str(k), "" if v is None else str(v)] for k, v in self.env.items()]
+        return []
+
+    def requested_ports(self):
+        """Internal ports asked for with `-p H:C[/proto]` keys in env, as 'N/tcp' strings."""
+        out = []
+        for k in (self.env or {}):
+            k = str(k).strip()
+            if k.startswith("-p "):
+                spec = k[3:].strip()
+                proto = "tcp"
+                if "/" in spec:
+                    spec, proto = spec.split("/", 1)
+                inner = spec.split(":")[-1]
+                if inner.isdigit():
+                    out.append(f"{int(inner)}/{proto}")
+        return out
+
+    def is_vm(self):
+        return self.vm or "vastai/kvm" in (self.image or "")
+
+    # --- state changes -------------------------------------------------------------------
+    def set_actual(self, status, t):
+        was_billing = self.actual_status in billing.BILLABLE_GPU
+        now_billing = status in billing.BILLABLE_GPU
+        if was_billing and not now_billing and self.gpu_intervals and self.gpu_intervals[-1][1] is None:
+            self.gpu_intervals[-1][1] = t
+        if now_billing and not was_billing:
+            self.gpu_intervals.append([t, None])
+        self.actual_status = status
+
+    def row(self, now):
+        o = self.offer
+        running = self.actual_status == "running"
+        row = {k: o.get(k) for k in (
+            "machine_id", "host_id", "bundle_id", "num_gpus", "gpu_name", "gpu_arch", "gpu_ram",
+            "gpu_frac", "gpu_lanes", "gpu_mem_bw", "bw_nvlink", "cuda_max_good", "driver_version",
+            "cpu_name", "cpu_arch", "cpu_cores", "cpu_cores_effective", "cpu_ram", "disk_name", "disk_bw",
+            "inet_up", "inet_down", "inet_up_cost", "inet_down_cost", "mobo_name", "os_version", "pci_gen",
+            "pcie_bw", "dph_base", "storage_cost", "storage_total_cost", "vram_costperhour", "min_bid",
+            "credit_discount_max", "dlperf", "dlperf_per_dphtotal", "flops_per_dphtotal", "total_flops",
+            "score", "verification", "hosting_type", "external", "geolocation", "country_code",
+            "logo", "webpage", "direct_port_count", "static_ip", "compute_cap", "has_avx",
+            "gpu_max_power", "gpu_max_temp", "gpu_display_active", "search", "instance", "end_date",
+            "vms_enabled")}
+        row.update({
+            "id": self.id, "label": self.label, "template_id": self.template_id,
+            "template_hash_id": self.template_hash_id, "template_name": None,
+            "image_uuid": self.image, "image_args": list(self.args or []), "image_runtype": self.runtype,
+            "extra_env": self.extra_env(), "onstart": self.onstart, "jupyter_token": None,
+            "actual_status": self.actual_status, "intended_status": self.intended_status,
+            "cur_state": self.cur_state, "next_state": self.next_state, "status_msg": self.status_msg,
+            "gpu_totalram": o.get("gpu_total_ram"), "gpu_util": 0.0 if running else None,
+            "gpu_temp": 35.0 if running else None, "cpu_util": 0.0 if running else None,
+            "mem_usage": 0.0 if running else None, "mem_limit": None, "vmem_usage": 0.0 if running else None,
+            "disk_space": self.disk, "disk_usage": 0.0, "disk_util": -1,
+            "dph_total": round(self.gpu_rate + billing.storage_rate(self), 6), "is_bid": self.bid is not None,
+            "rentable": True, "reliability2": o.get("reliability2"), "credit_balance": None,
+            "credit_discount": None, "start_date": self.start_date, "duration": now - self.start_date,
+            "uptime_mins": None, "client_run_time": 0.0, "host_run_time": 0.0,
+            "time_remaining": "", "time_remaining_isbid": "", "volume_info": [],
+            "instance_api_key": None,   # never echoed: it is a secret returned only by create
+        })
+        net = dict(self.net)
+        if not running:
+            net["ports"] = None   # ports only while running
+        row.update(net)
+        row.pop("instance_api_key", None)
+        return row
+
+    # --- persistence ---------------------------------------------------------------------
+    def dump(self):
+        d = dict(self.__dict__)
+        return d
+
+    @classmethod
+    def load(cls, d):
+        inst = cls.__new__(cls)
+        inst.__dict__.update(d)
+        if inst.pending is not None:
+            inst.pending = tuple(inst.pending)
+        return inst
+
+
+class Sim:
+    def __init__(self, api_key="sim-key", seed=1, n_offers=400, speed=1.0, hosts=None,
+                 state_file=None, credit=100.0):
+        self.lock = threading.RLock()
+        self.clock = Clock(speed)
+        self.api_key = api_key
+        self.seed = seed
+        self.state_file = state_file
+        now = self.clock.now()
+        self.catalogue = offers_mod.generate(n_offers, seed, now)
+        self.by_offer = {o["id"]: o for o in self.catalogue}
+        self.rented = {}           # offer id → instance id (ours)
+        self.taken = set()         # offer ids rented by "another tenant"
+        self.unavailable = set()   # listed, but the machine cannot schedule (cancel_unavail)
+        self.instances = {}        # id → Instance (destroyed ones kept for billing)
+        self.next_instance_id = 21000000 + (seed % 1000) * 1000
+        self.user = {
+            "id": 424242, "email": "sim@example.com", "username": "simuser", "fullname": "Sim User",
+            "balance": 0.0, "credit": credit, "balance_threshold": 0.0, "balance_threshold_enabled": False,
+            "billaddress_city": None, "billaddress_country": None, "billaddress_line1": None,
+            "billaddress_line2": None, "billaddress_zip": None, "billed_expected": 0.0,
+            "billed_verified": 0.0, "billing_creditonly": 0, "can_pay": True, "email_verified": True,
+            "got_signup_credit": 1, "has_billing": True, "has_payout": False, "last4": "4242",
+            "paid_expected": 0.0, "paid_verified": 0.0, "password_resettable": True,
+            "paypal_email": None, "ssh_key": None, "user": "simuser", "host_agreement_accepted": False,
+            "key_id": 1, "sid": None, "rights": None,
+        }
+        self.credit_base = float(credit)   # credit = credit_base - everything ever charged
+        self.payments = [{"id": 1, "when": now - 3600, "amount": float(credit),
+                          "service": "stripe_payments", "description": "Credit card deposit"}]
+        self.ssh_keys = []         # account keys: {"id","key","created_at"}
+        self.next_key_id = 90001
+        self.extra_key_ids = {}    # key text → id for keys attached only to instances
+        self.results = {}          # token → text, for logs/execute result_url
+        self.hosts = hosts
+        if state_file and os.path.exists(state_file):
+            self.load(state_file)
+
+    # --- lookup ---------------------------------------------------------------------------
+    def all_instances(self):
+        return list(self.instances.values())
+
+    def live_instances(self):
+        return [i for i in self.instances.values() if i.destroyed_at is None]
+
+    def get_live(self, iid):
+        inst = self.instances.get(iid)
+        if inst is None or inst.destroyed_at is not None:
+            return None
+        return inst
+
+    def available_offers(self):
+        return [o for o in self.catalogue if o["id"] not in self.rented and o["id"] not in self.taken]
+
+    def credit(self):
+        return self.credit_base - billing.total_spent(self.instances.values(), self.clock.now())
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def tick(self):
+        """Bring every instance up to the simulated now."""
+        now = self.clock.now()
+        for inst in self.instances.values():
+            if inst.destroyed_at is None:
+                self._advance(inst, now)
+        # zero balance: vast stops running instances when credit runs out
+        if any(i.actual_status == "running" for i in self.live_instances()):
+            if self.credit() <= 0:
+                for inst in self.live_instances():
+                    if inst.intended_status == "running" and not inst.hold:
+                        self.stop(inst, reason="Stopped: account credit exhausted")
+                        self._advance(inst, now)
+        return now
+
+    def _advance(self, inst, now):
+        while inst.pending is not None and not inst.hold and inst.pending[0] <= now:
+            t, target = inst.pending
+            if target == "running" and not self._backend_ready(inst):
+                break  # stays loading until the host backend says the box is up
+            inst.pending = None
+            self._enter(inst, target, t)
+        # scheduling: a start waiting for a GPU that another tenant holds
+        if (inst.pending is None and not inst.hold and inst.intended_status == "running"
+                and inst.actual_status in ("stopped", "exited") and inst.next_state == "running"):
+            if inst.offer["id"] not in self.taken:
+                inst.pending = (now, "loading")
+                inst.status_msg = "Scheduling: GPU available, starting"
+                self._advance(inst, now)
+
+    def _backend_ready(self, inst):
+        if self.hosts is None:
+            return True
+        try:
+            return bool(self.hosts.is_ready(inst))
+        except Exception:
+            return False
+
+    def _enter(self, inst, status, t):
+        inst.set_actual(status, t)
+        if status == "loading":
+            inst.status_msg = f"Pulling image {inst.image}"
+            inst.log_lines.append(f"[{t:.0f}] pulling {inst.image}")
+            inst.pending = (t + (T_RESTART_LOAD if inst.booted else T_LOAD), "running")
+        elif status == "running":
+            inst.cur_state = "running"
+            inst.next_state = "running"
+            inst.booted = True
+            inst.status_msg = f"success, running {inst.image}/ssh"
+            inst.log_lines.append(f"[{t:.0f}] container started: {inst.image}")
+            if self.hosts is not None:
+                self.hosts.on_running(inst)
+        elif status == "stopped":
+            inst.cur_state = "stopped"
+            inst.next_state = "stopped" if inst.intended_status == "stopped" else inst.next_state
+            inst.status_msg = inst.status_msg if (inst.status_msg or "").startswith("Stopped") else "Stopped."
+            inst.log_lines.append(f"[{t:.0f}] container stopped")
+        elif status == "rebooting":
+            inst.status_msg = "Rebooting"
+            inst.pending = (t + T_REBOOT, "running")
+
+    def create(self, offer_id, body, key):
+        now = self.clock.now()
+        offer = self.by_offer.get(offer_id)
+        if offer is None or offer_id in self.rented or offer_id in self.taken:
+            raise ApiError(404, "invalid_args", f"error 404/3603: no_such_ask  Instance type by id {offer_id} "
+                           "is not available.", ask_id=offer_id)
+        kind = "bid" if body.get("price") is not None else "on-demand"
+        priced = offers_mod.priced(offer, float(body.get("disk") or 8), kind)
+        unavailable = offer_id in self.unavailable
+        if unavailable and body.get("cancel_unavail"):
+            raise ApiError(410, "no_such_ask", f"Instance type by id {offer_id} is no longer available.",
+                           ask_id=offer_id)
+        iid = self.next_instance_id
+        self.next_instance_id += 1
+        inst = Instance(iid, priced, body, now, key)
+        inst.ssh_keys = [k["key"] for k in self.ssh_keys]
+        if body.get("target_state") == "stopped" or unavailable:
+            inst.intended_status = "stopped"
+            inst.cur_state = "stopped"
+            inst.next_state = "stopped"
+            inst.actual_status = None if not unavailable else "stopped"
+            inst.status_msg = "Created stopped: machine unavailable" if unavailable else "Created (stopped)"
+        else:
+            inst.pending = (now + T_PROVISION, "loading")
+        self.instances[iid] = inst
+        self.rented[offer_id] = iid
+        if self.hosts is not None:
+            self.hosts.on_create(inst)
+        return inst
+
+    def stop(self, inst, reason=None):
+        now = self.clock.now()
+        inst.intended_status = "stopped"
+        inst.next_state = "stopped"
+        if reason:
+            inst.status_msg = reason
+        if inst.actual_status == "stopped":
+            inst.pending = None   # stopping a stopped instance is a successful no-op
+        else:
+            inst.pending = (now + T_STOP, "stopped")
+        if self.hosts is not None:
+            self.hosts.on_stop(inst)
+
+    def start(self, inst):
+        now = self.clock.now()
+        if inst.intended_status == "running" and inst.actual_status not in ("stopped", "exited"):
+            return  # already running or on its way
+        inst.intended_status = "running"
+        inst.next_state = "running"
+        if inst.offer["id"] in self.taken:
+            inst.status_msg = "Scheduling: waiting for the GPU to become available"
+            inst.pending = None
+        elif inst.actual_status is None:
+            inst.pending = (now + T_PROVISION, "loading")
+        else:
+            inst.status_msg = "Scheduling"
+            inst.pending = (now + T_SCHEDULE, "loading")
+        if self.hosts is not None:
+            self.hosts.on_start(inst)
+
+    def reboot(self, inst):
+        now = self.clock.now()
+        if inst.actual_status != "running":
+            raise ApiError(400, "invalid_args", f"Instance {inst.id} is not running; cannot reboot.")
+        inst.set_actual("rebooting", now)
+        self._enter(inst, "rebooting", now)
+        if self.hosts is not None:
+            self.hosts.on_reboot(inst)
+
+    def recycle(self, inst):
+        now = self.clock.now()
+        inst.intended_status = "running"
+        inst.next_state = "running"
+        inst.set_actual("loading", now)
+        inst.status_msg = f"Recycling: pulling {inst.image}"
+        inst.pending = (now + T_LOAD, "running")
+        if self.hosts is not None:
+            self.hosts.on_recycle(inst)
+
+    def destroy(self, inst):
+        now = self.clock.now()
+        self._advance(inst, now)
+        inst.set_actual("destroyed", now)   # closes an open GPU interval
+        inst.actual_status = "destroyed"
+        inst.intended_status = "destroyed"
+        inst.cur_state = "unloaded"
+        inst.next_state = "unloaded"
+        inst.pending = None
+        inst.destroyed_at = now
+        # destroy frees the machine: the offer is listed again
+        self.rented.pop(inst.offer["id"], None)
+        if self.hosts is not None:
+            self.hosts.on_destroy(inst)
+
+    def force(self, inst, actual_status, hold=True):
+        """/_sim/ control: put an instance into a state (and keep it there when hold)."""
+        now = self.clock.now()
+        self._advance(inst, now)
+        inst.pending = None
+        if actual_status == "scheduling":
+            inst.set_actual("stopped", now)
+            inst.intended_status = "running"
+            inst.cur_state = "stopped"
+            inst.next_state = "running"
+            inst.status_msg = "Scheduling: waiting for the GPU to become available"
+        elif actual_status is not None:
+            inst.set_actual(actual_status if actual_status != "null" else None, now)
+            if actual_status in ("running", "loading", "null"):
+                inst.intended_status = "running"
+            if actual_status == "running":
+                inst.cur_state = "running"
+                inst.status_msg = f"success, running {inst.image}/ssh"
+                if self.hosts is not None:
+                    self.hosts.on_running(inst)
+            elif actual_status in ("stopped", "exited", "offline", "unknown"):
+                inst.status_msg = {"exited": "Container exited", "offline": "Host offline",
+                                   "unknown": "No recent heartbeat from host"}.get(actual_status, "Stopped.")
+        inst.hold = bool(hold)
+        if not inst.hold:
+            # released: continue towards what the user asked for
+            if inst.intended_status == "running" and inst.actual_status != "running":
+                if inst.actual_status == "loading":
+                    inst.pending = (now + T_RESTART_LOAD, "running")
+                elif inst.actual_status is None:
+                    inst.pending = (now + T_PROVISION, "loading")
+                elif inst.actual_status in ("offline", "unknown", "exited", "rebooting"):
+                    inst.pending = (now + T_SCHEDULE, "loading")
+            elif inst.intended_status == "stopped" and inst.actual_status not in ("stopped",):
+                inst.pending = (now + T_STOP, "stopped")
+
+    # --- ssh keys -------------------------------------------------------------------------
+    def add_account_key(self, text):
+        key = {"id": self.next_key_id, "user_id": self.user["id"], "key": text, "public_key": text,
+               "created_at": self.clock.now(), "deleted_at": None}
+        self.next_key_id += 1
+        self.ssh_keys.append(key)
+        return key
+
+    def key_id_for(self, text):
+        """Stable id for a key text: the account key's id, or one minted for instance-only keys."""
+        for k in self.ssh_keys:
+            if k["key"] == text:
+                return k["id"]
+        if text not in self.extra_key_ids:
+            self.extra_key_ids[text] = self.next_key_id
+            self.next_key_id += 1
+        return self.extra_key_ids[text]
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self):
+        if not self.state_file:
+            return
+        data = {
+            "now": self.clock.now(), "seed": self.seed, "rented": {str(k): v for k, v in self.rented.items()},
+            "taken": sorted(self.taken), "unavailable": sorted(self.unavailable),
+            "instances": [i.dump() for i in self.instances.values()],
+            "next_instance_id": self.next_instance_id, "user": self.user, "credit_base": self.credit_base,
+            "payments": self.payments, "ssh_keys": self.ssh_keys, "next_key_id": self.next_key_id,
+            "extra_key_ids": self.extra_key_ids,
+            "catalogue_ids": [o["id"] for o in self.catalogue],
+        }
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.state_file)
+
+    def load(self, path):
+        with open(path) as f:
+            data = json.load(f)
+        # the clock resumes where it stopped: no time passes while the simulator is down
+        self.clock = Clock(self.clock.speed, start=data["now"])
+        self.rented = {int(k): v for k, v in data["rented"].items()}
+        self.taken = set(data["taken"])
+        self.unavailable = set(data["unavailable"])
+        self.instances = {d["id"]: Instance.load(d) for d in data["instances"]}
+        self.next_instance_id = data["next_instance_id"]
+        self.user = data["user"]
+        self.credit_base = data["credit_base"]
+        self.payments = data["payments"]
+        self.ssh_keys = data["ssh_keys"]
+        self.next_key_id = data["next_key_id"]
+        self.extra_key_ids = data.get("extra_key_ids", {})
+
+    # --- helpers for tokens ---------------------------------------------------------------
+    @staticmethod
+    def new_token():
+        return secrets.token_hex(16)

@@ -57,7 +57,7 @@ build_one() { # name key dir [extra build args...]
     local blog="$CACHE/build-$name.log"
     mkdir -p "$CACHE"
     # Output goes to a log (the legacy builder warns on every run); shown only on failure.
-    docker build --build-arg "BASE=$BASE_IMG" "$@" -t "local/$name:$key" "$dir" >"$blog" 2>&1 \
+    docker build --force-rm --build-arg "BASE=$BASE_IMG" "$@" -t "local/$name:$key" "$dir" >"$blog" 2>&1 \
       || { tail -n 30 "$blog" >&2; echo "build of $name failed; full log: $blog" >&2; exit 1; }
     log "built $name in $((SECONDS - t0)) s"
   fi

@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmops.vastai contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Shared connection options of every llmops.vastai module.
+    DOCUMENTATION = r"""
+options:
+  api_key:
+    description:
+      - The vast.ai API key.
+      - Falls back to the E(VAST_API_KEY) environment variable.
+      - Sent only in the C(Authorization: Bearer) header; never logged or returned.
+      - Required, either as this option or through the environment.
+    type: str
+  api_url:
+    description:
+      - Base URL of the vast.ai API (the same variable the official CLI reads).
+      - Falls back to the E(VAST_URL) environment variable.
+    type: str
+    default: https://console.vast.ai
+  api_timeout:
+    description:
+      - Timeout in seconds for one HTTP request.
+    type: int
+    default: 30
+  api_retries:
+    description:
+      - How many times a read (GET, offer search) is retried on HTTP 429/502/503/504,
+        timeouts and connection resets, with exponential backoff.
+      - Mutations are never retried blindly; only a 429 refusal is sent again.
+    type: int
+    default: 5
+requirements:
+  - requests
+notes:
+  - All modules of this collection belong to the action group C(llmops.vastai.vast), so
+    credentials can be set once with C(module_defaults).
+"""

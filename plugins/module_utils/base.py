@@ -1,0 +1,181 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmops.vastai contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module base class: owns the client, error reporting, waiting and the instance view."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import socket
+import time
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+from ansible_collections.llmops.vastai.plugins.module_utils.client import (
+    DEFAULT_API_URL,
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
+    VastAuthError,
+    VastClient,
+    VastConnectionError,
+    VastError,
+    VastRateLimitError,
+)
+from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
+
+# Row fields that must not leave the module (restricted keys, tokens).
+SECRET_ROW_FIELDS = ("instance_api_key", "jupyter_token", "api_key", "image_login")
+
+
+def vast_argument_spec():
+    return dict(
+        api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["VAST_API_KEY"])),
+        api_url=dict(type="str", default=DEFAULT_API_URL, fallback=(env_fallback, ["VAST_URL"])),
+        api_timeout=dict(type="int", default=30),
+        api_retries=dict(type="int", default=5),
+    )
+
+
+class WaitTimeout(Exception):
+    def __init__(self, row, waited):
+        super(WaitTimeout, self).__init__("timeout")
+        self.row = row
+        self.waited = waited
+
+
+class WaitFailed(Exception):
+    def __init__(self, row, reason):
+        super(WaitFailed, self).__init__(reason)
+        self.row = row
+        self.reason = reason
+
+
+def account_label_prefix(user):
+    """nickname/username -> e-mail local part -> 'vast-user', made label-safe."""
+    user = user or {}
+    for candidate in (user.get("nickname"), user.get("username"), (user.get("email") or "").split("@")[0]):
+        if candidate:
+            text = re.sub(r"[^a-z0-9]+", "-", str(candidate).lower()).strip("-")
+            if text:
+                return text
+    return "vast-user"
+
+
+def represent_instance(row, connect_with="auto"):
+    """The instance as modules return it: API row without secrets, plus ``ssh`` and ``ports``."""
+    if not row:
+        return None
+    out = dict((k, v) for k, v in row.items() if k not in SECRET_ROW_FIELDS)
+    out["ports"] = port_map(row)
+    out["ssh"] = ssh_endpoint(row, connect_with)
+    env = row.get("extra_env")
+    if isinstance(env, list):
+        # values may hold user secrets (tokens passed as env); keep only the names
+        out["extra_env"] = sorted(set(str(pair[0]) for pair in env if pair))
+    return out
+
+
+class VastModule(object):
+    """Common life of a module: validate, build the client lazily, run, report errors."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.result = dict(changed=False)
+        self._client = None
+        if not HAS_REQUESTS:
+            module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+        if not self.params.get("api_key"):
+            module.fail_json(msg="no vast.ai API key: set the api_key option or the VAST_API_KEY environment variable")
+        errors = self.validate()
+        if errors:
+            # Wrong arguments are reported before any API call is made.
+            module.fail_json(msg="invalid arguments: " + "; ".join(errors), **self.result)
+
+    # -- to override
+    def validate(self):
+        return []
+
+    def run(self):
+        raise NotImplementedError
+
+    # -- plumbing
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = VastClient(
+                self.params["api_key"],
+                api_url=self.params.get("api_url"),
+                timeout=self.params.get("api_timeout") or 30,
+                retries=self.params.get("api_retries") if self.params.get("api_retries") is not None else 5,
+            )
+        return self._client
+
+    def execute(self):
+        try:
+            self.run()
+        except VastError as e:
+            self.fail_vast(e)
+        self.module.exit_json(**self.result)
+
+    def fail(self, msg, exc=None, **extra):
+        result = dict(self.result)
+        result.update(extra)
+        if exc is not None:
+            result["failure"] = exc.to_dict()
+        self.module.fail_json(msg=msg, **result)
+
+    def fail_vast(self, exc, doing=None):
+        if isinstance(exc, VastAuthError):
+            msg = "authentication failed: vast.ai rejected the API key (%s); check api_key / VAST_API_KEY" % exc.msg
+        elif isinstance(exc, VastRateLimitError):
+            msg = "rate limited by vast.ai after %s retries (%s); try again later or raise api_retries" % (
+                self.params.get("api_retries"), exc.msg)
+        elif isinstance(exc, VastConnectionError):
+            msg = "cannot talk to the vast.ai API: %s" % exc.msg
+        else:
+            msg = "vast.ai API error: %s" % exc
+        if doing:
+            msg = "%s: %s" % (doing, msg)
+        self.fail(msg, exc=exc)
+
+    # -- waiting
+    def wait_instance(self, instance_id, done, timeout, interval, fail_fast=None):
+        """Poll ``get_instance`` until ``done(row)``; WaitFailed on ``fail_fast(row)``, WaitTimeout at the end."""
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        row = None
+        while True:
+            row = self.client.get_instance(instance_id)
+            if row is not None and done(row):
+                return row
+            if row is not None and fail_fast is not None:
+                reason = fail_fast(row)
+                if reason:
+                    raise WaitFailed(row, reason)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(row, time.monotonic() - started)
+            time.sleep(min(interval, left))
+
+    @staticmethod
+    def wait_ssh_banner(endpoint, timeout, interval=1.0):
+        """True once ``host:port`` accepts TCP and sends an SSH banner within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                sock = socket.create_connection((endpoint["host"], endpoint["port"]), timeout=max(1.0, min(left, 10)))
+                try:
+                    sock.settimeout(max(1.0, min(left, 10)))
+                    if sock.recv(64).startswith(b"SSH-"):
+                        return True
+                finally:
+                    sock.close()
+            except (OSError, socket.timeout):
+                pass
+            if time.monotonic() + interval > deadline:
+                return False
+            time.sleep(interval)

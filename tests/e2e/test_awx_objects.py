@@ -1,0 +1,152 @@
+"""Static validation of awx/configure.yml and execution-environment.yml (no AWX here).
+
+Every awx.awx task's options are checked against the installed awx.awx module's documented
+options (names, aliases, choices, required), the schedules' rrules are parsed and their
+periods measured, and what the objects point at (playbooks, inventory source) must exist.
+"""
+import datetime
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+import yaml
+from ansible.parsing.yaml.loader import AnsibleLoader
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+AWX = REPO / "awx" / "configure.yml"
+EE = REPO / "execution-environment.yml"
+
+awx_pkg = pytest.importorskip("ansible_collections.awx.awx", reason="awx.awx collection (ansible package) missing")
+AWX_MODULES = pathlib.Path(awx_pkg.__path__[0]) / "plugins" / "modules"
+
+
+def load_ansible_yaml(path):
+    return yaml.load(path.read_text(), Loader=AnsibleLoader)  # noqa: S506 - Ansible's own loader (!unsafe)
+
+
+def module_options(name):
+    src = (AWX_MODULES / f"{name}.py").read_text()
+    doc = re.search(r"DOCUMENTATION = r?'''(.*?)'''", src, re.S) or re.search(r'DOCUMENTATION = r?"""(.*?)"""', src, re.S)
+    assert doc, f"no DOCUMENTATION in awx.awx.{name}"
+    opts = yaml.safe_load(doc.group(1))["options"]
+    return opts
+
+
+def tasks():
+    plays = load_ansible_yaml(AWX)
+    out = []
+    for play in plays:
+        for task in play["tasks"]:
+            mods = [k for k in task if k.startswith("awx.awx.")]
+            assert len(mods) == 1, f"task {task.get('name')} should call exactly one awx.awx module"
+            out.append((task, mods[0].split(".")[-1], task[mods[0]]))
+    return out
+
+
+def test_syntax_check():
+    env = dict(os.environ)
+    out = subprocess.run(["ansible-playbook", "--syntax-check", str(AWX)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("task,module,args", tasks(), ids=lambda v: v.get("name") if isinstance(v, dict) and "name" in v else None)
+def test_task_options_match_module(task, module, args):
+    opts = module_options(module)
+    known = {}
+    for name, spec in opts.items():
+        known[name] = spec
+        for alias in spec.get("aliases", []) or []:
+            known[alias] = spec
+    unknown = set(args) - set(known)
+    assert not unknown, f"awx.awx.{module}: unknown option(s) {sorted(unknown)}"
+    for name, spec in opts.items():
+        if spec.get("required") and name not in args:
+            pytest.fail(f"awx.awx.{module}: required option {name} missing")
+    for key, value in args.items():
+        choices = known[key].get("choices")
+        if choices and isinstance(value, str) and "{{" not in value:
+            assert value in choices, f"awx.awx.{module}.{key}={value!r} not in {choices}"
+        if known[key].get("type") == "bool" and not (isinstance(value, str) and "{{" in value):
+            assert isinstance(value, bool), f"awx.awx.{module}.{key} must be a bool, got {value!r}"
+
+
+def _by_module(module):
+    return [args for _, m, args in tasks() if m == module]
+
+
+def test_credential_type_injects_vast_api_key_from_a_secret_field():
+    (ct,) = _by_module("credential_type")
+    secret_fields = {f["id"] for f in ct["inputs"]["fields"] if f.get("secret")}
+    env = ct["injectors"]["env"]
+    assert "VAST_API_KEY" in env
+    ref = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", str(env["VAST_API_KEY"]).strip())
+    assert ref and ref.group(1) in secret_fields, "VAST_API_KEY must come from a secret input field"
+    assert "api_key" in ct["inputs"]["required"]
+    # secrets passed to credentials are never logged
+    for task, module, args in tasks():
+        if module == "credential":
+            assert task.get("no_log") is True, f"{task['name']} must be no_log"
+
+
+def _next_gap(rrule_text):
+    from dateutil.rrule import rrulestr
+    rule = rrulestr(rrule_text.replace(" RRULE:", "\nRRULE:"))
+    first = rule.after(datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc))
+    second = rule.after(first)
+    return (second - first).total_seconds(), first
+
+
+def test_schedules():
+    scheds = {s["unified_job_template"]: s for s in _by_module("schedule")}
+    templates = {t["name"]: t for t in load_ansible_yaml(AWX)[0]["vars"]["awx_job_templates"]}
+    idle = scheds["vast.ai - idle shutdown"]
+    gap, _ = _next_gap(idle["rrule"])
+    assert gap == 300, "idle shutdown must run every 5 minutes"
+    cost = scheds["vast.ai - cost report"]
+    gap, first = _next_gap(cost["rrule"])
+    assert gap == 86400, "cost report must run daily"
+    for s in scheds.values():
+        assert s["unified_job_template"] in templates
+        assert s["enabled"] is True
+
+
+def test_job_templates_point_at_existing_playbooks():
+    templates = load_ansible_yaml(AWX)[0]["vars"]["awx_job_templates"]
+    books = {t["playbook"] for t in templates}
+    for book in books:
+        assert (REPO / book).is_file(), f"job template playbook {book} missing"
+    assert {"playbooks/idle_shutdown.yml", "playbooks/cost_report.yml", "playbooks/provision.yml"} <= books
+    # every scheduled job template runs without prompting (no one answers a prompt at 3 am)
+    for t in templates:
+        if t["playbook"] in ("playbooks/idle_shutdown.yml", "playbooks/cost_report.yml"):
+            assert not t.get("ask_variables_on_launch")
+
+
+def test_inventory_source_uses_the_plugin():
+    (src,) = _by_module("inventory_source")
+    path = REPO / src["source_path"]
+    assert path.is_file()
+    assert re.search(r"vast\.ya?ml$", path.name), "the plugin only accepts *vast.yml / *vast.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["plugin"] == "llmops.vastai.vast"
+    assert "api_key" not in cfg, "the key comes from the credential, never from the file"
+    assert cfg.get("statuses") == ["running"]
+    assert src["update_on_launch"] is True and src["credential"] == "vast.ai account"
+
+
+def test_execution_environment():
+    ee = yaml.safe_load(EE.read_text())
+    assert ee["version"] == 3
+    deps = ee["dependencies"]
+    req = (REPO / deps["python"]).read_text()
+    assert deps["python"] == "requirements.txt"
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\[\]-]+)==(\S+)", req, re.M))
+    assert deps["ansible_core"]["package_pip"] == f"ansible-core=={pins['ansible-core']}"
+    assert deps["ansible_runner"]["package_pip"] == f"ansible-runner=={pins['ansible-runner']}"
+    for needed in ("requests", "prometheus-client", "PyYAML", "Jinja2"):
+        assert needed in pins, f"{needed} must be pinned in requirements.txt for the EE"
+    assert ee["images"]["base_image"]["name"]
+    steps = "\n".join(ee["additional_build_steps"]["append_final"])
+    assert "ansible-galaxy collection install" in steps

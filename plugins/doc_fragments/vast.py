@@ -15,7 +15,7 @@ options:
     description:
       - The vast.ai API key.
       - Falls back to the E(VAST_API_KEY) environment variable.
-      - Sent only in the C(Authorization: Bearer) header; never logged or returned.
+      - Sent only in the C(Authorization) header as a bearer token; never logged or returned.
       - Required, either as this option or through the environment.
     type: str
   api_url:

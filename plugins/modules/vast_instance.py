@@ -331,7 +331,7 @@ RETURN = r"""
 instance:
   description:
     - The instance after the task, as the API shows it, without secrets (no instance API
-      key, no env values: C(extra_env) lists only names), plus C(ssh) and C(ports).
+      key, no env values; C(extra_env) lists only names), plus C(ssh) and C(ports).
     - Null when O(state=absent), or in check mode before a create (then C(id) is null).
   returned: unless O(exact_count) is used
   type: dict
@@ -358,7 +358,7 @@ instance:
       description: SSH endpoint C({host, port, user, kind}), kind V(direct) or V(proxy); null until known.
       type: dict
     ports:
-      description: Container port to host port, for example C({"22/tcp": 40022, "8000/tcp": 40100}); empty until running.
+      description: Container port to host port, for example V(22/tcp) to V(40022); empty until running.
       type: dict
   sample:
     id: 8123456

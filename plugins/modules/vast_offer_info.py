@@ -100,8 +100,8 @@ options:
     default: []
   query:
     description:
-      - Raw vast.ai query fields merged last into the generated query (escape hatch), for example
-        C({"compute_cap": {"gte": 800}}). Units are the API's (RAM in MB).
+      - "Raw vast.ai query fields merged last into the generated query (escape hatch), for example
+        C({\"compute_cap\": {\"gte\": 800}}). Units are the API's (RAM in MB)."
     type: dict
   order_by:
     description:

@@ -45,7 +45,7 @@ demo: setup host-deps
 	$(DOCKERD) run tools/demo.sh
 
 bench: setup host-deps
-	$(DOCKERD) run $(PY) -m tests.bench
+	$(DOCKERD) run $(PY) -m tests.bench $(BENCH)
 
 faults: setup
 	$(PYTEST) -q tests/campaigns -m faults

@@ -49,11 +49,11 @@ def ledger(sim):
     for inst in sim.all_instances():
         c = instance_cost(inst, float("-inf"), now, now)
         total += c["total"]
-        out[str(inst.id)] = {"gpu": round(c["gpu"], 6), "storage": round(c["storage"], 6),
-                             "total": round(c["total"], 6), "running_seconds": round(c["running_seconds"], 3),
+        out[str(inst.id)] = {"gpu": round(c["gpu"], 9), "storage": round(c["storage"], 9),
+                             "total": round(c["total"], 9), "running_seconds": round(c["running_seconds"], 3),
                              "label": inst.label, "destroyed": inst.destroyed_at is not None,
                              "gpu_dph": inst.gpu_rate, "storage_dph": round(storage_rate(inst), 6)}
-    return {"credit": round(sim.credit(), 6), "total": round(total, 6), "now": now, "instances": out}
+    return {"credit": round(sim.credit(), 9), "total": round(total, 9), "now": now, "instances": out}
 
 
 def _hours_text(seconds, rate):
@@ -75,11 +75,11 @@ def charge_rows(sim, lo, hi, types=None):
         items = []
         if c["running_seconds"] > 0:
             items.append({"type": "gpu", "description": _hours_text(c["running_seconds"], inst.gpu_rate),
-                          "amount": round(c["gpu"], 6), "quantity": round(c["running_seconds"] / 3600.0, 6),
+                          "amount": round(c["gpu"], 9), "quantity": round(c["running_seconds"] / 3600.0, 6),
                           "rate": inst.gpu_rate})
         srate = storage_rate(inst)
         items.append({"type": "disk", "description": _hours_text(c["storage_seconds"], srate),
-                      "amount": round(c["storage"], 6), "quantity": round(c["storage_seconds"] / 3600.0, 6),
+                      "amount": round(c["storage"], 9), "quantity": round(c["storage_seconds"] / 3600.0, 6),
                       "rate": round(srate, 6)})
         rows.append({"start": start, "end": end, "type": "instance", "source": f"instance-{inst.id}",
                      "description": f"Instance {inst.id} ({inst.offer['num_gpus']}x {inst.offer['gpu_name']})",

@@ -225,13 +225,32 @@ class Sim:
             if inst.destroyed_at is None:
                 self._advance(inst, now)
         # zero balance: vast stops running instances when credit runs out
-        if any(i.actual_status == "running" for i in self.live_instances()):
-            if self.credit() <= 0:
-                for inst in self.live_instances():
-                    if inst.intended_status == "running" and not inst.hold:
-                        self.stop(inst, reason="Stopped: account credit exhausted")
-                        self._advance(inst, now)
+        if any(i.actual_status in billing.BILLABLE_GPU for i in self.live_instances()):
+            credit = self.credit()
+            if credit <= 0:
+                self._stop_for_credit(now, -credit)
+        self.last_tick = now
         return now
+
+    def _stop_for_credit(self, now, overshoot):
+        """Stop billable instances at the moment credit reached zero (rates assumed constant
+        since the previous tick), so a clock jump does not bill GPU time past that moment."""
+        live = self.live_instances()
+        running = [i for i in live if i.actual_status in billing.BILLABLE_GPU and not i.hold]
+        rate = (sum(i.gpu_rate for i in running) + sum(billing.storage_rate(i) for i in live)) / 3600.0
+        t_zero = max(getattr(self, "last_tick", now), now - (overshoot / rate if rate > 0 else 0.0))
+        for inst in running:
+            if inst.gpu_intervals and inst.gpu_intervals[-1][1] is None:
+                inst.gpu_intervals[-1][1] = max(inst.gpu_intervals[-1][0], t_zero)
+            inst.actual_status = "stopped"
+            inst.intended_status = "stopped"
+            inst.cur_state = "stopped"
+            inst.next_state = "stopped"
+            inst.pending = None
+            inst.net["ports"] = None
+            inst.status_msg = "Stopped: account credit exhausted"
+            if self.hosts is not None:
+                self.hosts.on_stop(inst)
 
     def _advance(self, inst, now):
         while inst.pending is not None and not inst.hold and inst.pending[0] <= now:

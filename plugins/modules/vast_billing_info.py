@@ -19,13 +19,15 @@ description:
   - vast.ai bills GPU time only while an instance runs, but storage from creation until it
     is destroyed, stopped included.
 author:
-  - llmops.vastai maintainers
+  - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
   - llmops.vastai.vast
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   start:
@@ -108,7 +110,7 @@ instances:
       description: Dollars charged in the range (GPU, storage and bandwidth).
       type: float
     gpu_cost:
-      description: GPU part of O(total) in dollars.
+      description: GPU part of RV(instances[].total) in dollars.
       type: float
     storage_cost:
       description: Storage part of RV(instances[].total) in dollars.

@@ -25,14 +25,16 @@ description:
   - Options marked "creation only" are used when the instance is created and are ignored for
     an existing instance (vast.ai cannot change them later; destroy and create to change them).
 author:
-  - llmops.vastai maintainers
+  - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
   - llmops.vastai.vast
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Offers are searched (a read) so the would-be offer is reported; nothing is rented or changed.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 options:
   state:
@@ -400,7 +402,6 @@ from ansible_collections.llmops.vastai.plugins.module_utils.base import (
     vast_argument_spec,
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.client import (
-    VastConnectionError,
     VastError,
     VastOfferUnavailableError,
 )
@@ -517,8 +518,8 @@ class VastInstance(VastModule):
         env = dict((str(k), str(v)) for k, v in p["env"].items())
         for port in p["ports"]:
             port = str(port)
-            num = port.split("/")[0]
-            suffix = "/" + port.split("/")[1] if "/" in port else ""
+            num, _sep, proto = port.partition("/")
+            suffix = "/" + proto if proto else ""
             env["-p %s:%s%s" % (num, num, suffix)] = "1"  # the API's encoding of `-p`
         body = dict(
             image=p["image"],

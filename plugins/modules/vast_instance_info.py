@@ -17,13 +17,15 @@ description:
     GPU model, and summarises them (counts by status, GPU distribution, $/h).
   - Id, label, status and GPU filters are applied by the API; the label prefix on the client.
 author:
-  - llmops.vastai maintainers
+  - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
   - llmops.vastai.vast
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   id:

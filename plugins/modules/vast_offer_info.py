@@ -18,13 +18,15 @@ description:
   - Offers are volatile; pass the result to M(llmops.vastai.vast_instance) quickly, or give
     that module the same filters as O(llmops.vastai.vast_instance#module:offer_filters).
 author:
-  - llmops.vastai maintainers
+  - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
   - llmops.vastai.vast
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   gpu_names:

@@ -159,7 +159,7 @@ cache_timeout: 300
 plugin: llmops.vastai.vast
 gpu_names: [RTX 4090, H100 SXM]
 keyed_groups:
-  - key: vast_num_gpus
+  - key: vast_num_gpus | string
     prefix: gpus
   - key: vast_geolocation | default('unknown')
     prefix: geo

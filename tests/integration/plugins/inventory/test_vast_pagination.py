@@ -1,0 +1,42 @@
+"""More instances than one 25-row page: sequential and parallel listing must agree and be complete."""
+import pytest
+
+from tests.helpers.vastsim import start_vastsim
+
+from .conftest import SECRET
+
+COUNT = 137  # not a multiple of 25
+
+
+@pytest.fixture(scope="module")
+def bulk_sim():
+    with start_vastsim(api_key=SECRET) as s:
+        s.ids = s.bulk(COUNT, label_prefix="bulk-", status="running")
+        s.stopped = s.bulk(30, label_prefix="cold-", status="stopped")
+        yield s
+
+
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_every_page_is_read(bulk_sim, inventory, parallel):
+    bulk_sim.clear_requests()
+    run = inventory(bulk_sim, {"parallel_requests": parallel})
+    assert run.rc == 0, run.err
+    ids = sorted(hv["vast_id"] for hv in run.hostvars.values())
+    assert ids == sorted(bulk_sim.ids)
+    assert len(run.hosts) == COUNT
+    assert run.group("vast_label_bulk") == run.hosts
+    calls = [r for r in bulk_sim.requests() if r.get("endpoint") == "list"]
+    pages = -(-COUNT // 25)
+    if parallel == 1:
+        assert len(calls) == pages
+    else:
+        # disjoint id ranges: a few more (partly empty) pages, never a second full listing
+        assert pages <= len(calls) < 2 * pages + parallel
+    print("parallel=%d: %d list requests for %d instances" % (parallel, len(calls), COUNT))
+
+
+def test_all_statuses_across_pages(bulk_sim, inventory):
+    run = inventory(bulk_sim, {"statuses": [], "parallel_requests": 4})
+    assert run.rc == 0, run.err
+    assert sorted(hv["vast_id"] for hv in run.hostvars.values()) == sorted(bulk_sim.ids + bulk_sim.stopped)
+    assert len(run.group("vast_status_stopped")) == 30

@@ -35,13 +35,14 @@ build_base() {
   if [ ! -s "$tar" ]; then
     command -v debootstrap >/dev/null || { echo "debootstrap missing: run tools/setup-host.sh" >&2; exit 1; }
     mkdir -p "$CACHE"
-    local rootfs; rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
-    trap 'rm -rf "$rootfs"' RETURN
+    ROOTFS=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+    trap 'rm -rf "$ROOTFS"' EXIT
     log "debootstrap $SUITE minbase (about 30 s)"
-    debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
       || { tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
     # Temporary names then rename: an interrupted run never leaves a half tarball behind.
-    tar -C "$rootfs" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    tar -C "$ROOTFS" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    rm -rf "$ROOTFS"
   fi
   log "import $tar as $BASE_IMG"
   docker import "$tar" "$BASE_IMG" >/dev/null

@@ -140,6 +140,15 @@ def test_vm_instance_lifecycle_is_a_container(images, keys):
         assert int(row["ssh_port"]) == proxy and int(row["ports"]["22/tcp"][0]["HostPort"]) == direct
         assert ssh(keys["later"], proxy, "cat /root/index.html").stdout.strip() == "hello-80"
 
+        # reboot → the box restarts (systemd boots again) and comes back by itself.
+        # (sshd's start time on the shared monotonic clock changes with every boot of the box)
+        started = "systemctl show -p ActiveEnterTimestampMonotonic --value ssh"
+        before = ssh(keys["account"], proxy, started).stdout.strip()
+        api("PUT", f"/api/v0/instances/reboot/{iid}/")
+        api.wait(iid, "rebooting", timeout=10)
+        api.wait(iid, "running")
+        assert int(ssh(keys["account"], proxy, started).stdout.strip()) > int(before)
+
         # destroy → container gone.
         api("DELETE", f"/api/v0/instances/{iid}/")
         deadline = time.monotonic() + 30

@@ -79,6 +79,19 @@ class DockerBackend(HostBackend):
             self.systemd_flags = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
         self._ensure_engine()
         self._remove_orphans()
+        self._restore()
+
+    def _restore(self):
+        """Instances restored from --state lost their boxes (close() removed them): make them again."""
+        for inst in self.sim.live_instances():
+            b = inst.backend
+            if not b.get("name"):
+                continue
+            self.ports_taken.update(b.get("ports", {}).values())
+            self.ports_taken.add(b.get("proxy_port"))
+            self.ready[inst.id] = False
+            if inst.intended_status == "running":
+                self._submit(inst, "start", keys=list(inst.ssh_keys))
 
     # --- docker plumbing ---------------------------------------------------------------------
     def docker(self, *args, check=True, input=None, timeout=300):
@@ -149,7 +162,8 @@ class DockerBackend(HostBackend):
 
     def _set_ready(self, iid, value):
         with self.state_lock:
-            self.ready[iid] = value
+            if iid in self.ready:  # a destroyed instance stays out
+                self.ready[iid] = value
 
     # --- operations (worker thread) -------------------------------------------------------------
     def _op_create(self, inst, spec):
@@ -269,7 +283,9 @@ class DockerBackend(HostBackend):
             host = _free_port(self.ports_taken)
             publish.append((int(n), host))
             ports[p] = host
-        env = {k: str(v) for k, v in (inst.env or {}).items()
+        # Plain NAME=value entries only (not the "-p 80:80" port keys); no quotes or newlines,
+        # which /etc/environment cannot carry.
+        env = {k: str(v).replace('"', "").replace("\n", " ") for k, v in (inst.env or {}).items()
                if not str(k).startswith("-") and str(k).replace("_", "").isalnum()}
         env.update({"CONTAINER_ID": str(inst.id), "CONTAINER_API_KEY": inst.instance_api_key or "",
                     "VAST_CONTAINERLABEL": f"C.{inst.id}"})
@@ -304,19 +320,24 @@ class DockerBackend(HostBackend):
         ports = inst.backend.get("ports") or {}
         inst.net["ports"] = {p: [{"HostIp": "127.0.0.1", "HostPort": str(h)}] for p, h in ports.items()}
 
+    # Readiness drops at once in the hook, so the lifecycle can never see the old box as "up".
     def on_start(self, inst):
         if not inst.backend.get("name"):
-            return self.on_create(inst)  # restored from --state by a simulator without this box
+            return self.on_create(inst)
+        self._set_ready(inst.id, False)
         self._submit(inst, "start", keys=list(inst.ssh_keys))
 
     def on_stop(self, inst):
         if inst.backend.get("name"):
+            self._set_ready(inst.id, False)
             self._submit(inst, "stop")
 
     def on_reboot(self, inst):
+        self._set_ready(inst.id, False)
         self._submit(inst, "restart", keys=list(inst.ssh_keys))
 
     def on_recycle(self, inst):
+        self._set_ready(inst.id, False)
         self._submit(inst, "recycle", keys=list(inst.ssh_keys))
 
     def on_destroy(self, inst):

@@ -1,0 +1,450 @@
+"""Bad-input campaign: invalid argument sets generated with hypothesis from each module's own
+argument spec (captured from the module's main(), see common.module_spec), run as the tasks of
+ONE playbook per module (ignore_errors), each checked for: failed, a clear message naming the
+offending option(s), and no mutating request to the simulator in the task's time window.
+
+    python -m tests.campaigns.badinput [--per-module N] [--seed S]   # prints the summary
+"""
+import argparse
+import json
+import os
+import string
+import sys
+import tempfile
+
+from hypothesis import HealthCheck, Phase, given, seed as hyp_seed, settings, strategies as st
+
+from tests.campaigns.common import (
+    FQCN,
+    MODULES,
+    clear_msg,
+    is_mutating,
+    mentions,
+    module_spec,
+    playbook,
+    requests_between,
+    task_window,
+)
+from tests.helpers.ansible import run_playbook
+from tests.helpers.vastsim import launch
+
+IMAGE = "vllm/vllm-openai:v0.20.0"
+# A valid argument set per module: each case breaks exactly one thing in it. For vast_instance
+# it would rent if the break went unnoticed, so a missed check shows up as a mutating call.
+BASE = {
+    "vast_offer_info": {"gpu_names": ["RTX 4090"], "max_dph": 1.5, "limit": 3},
+    "vast_instance": {"label": "bad-input", "state": "running", "image": IMAGE,
+                      "offer_filters": {"gpu_names": ["RTX 4090"], "max_dph": 2.0},
+                      "wait_timeout": 30, "poll_interval": 0.5, "destroy_on_failure": True, "wait": False},
+    "vast_instance_info": {"label_prefix": "bad-"},
+    "vast_billing_info": {"start": "-1d"},
+}
+BOOLEAN_WORDS = {"y", "yes", "on", "1", "true", "t", "n", "no", "off", "0", "false", "f", "1.0", "0.0"}
+SAFE_TEXT = string.ascii_letters + string.digits + " -_.:/@!?"  # no Jinja2 delimiters
+
+
+def _floatable(v):
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+words = st.text(alphabet=SAFE_TEXT, min_size=1, max_size=14)
+non_numeric = words.filter(lambda s: not _floatable(s))
+non_bool_text = words.filter(lambda s: s.strip().lower() not in BOOLEAN_WORDS)
+small_lists = st.lists(st.integers(-5, 5), min_size=1, max_size=3)
+small_dicts = st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), st.integers(0, 9), min_size=1, max_size=2)
+neg_or_zero = st.one_of(st.just(0), st.integers(-10 ** 6, -1))
+neg_float = st.floats(-1e6, -1e-3, allow_nan=False)
+
+
+def wrong_type(opt):
+    """Values Ansible cannot convert to the option's declared type (None when any value goes)."""
+    t = opt.get("type", "str")
+    if t == "int":
+        return st.one_of(non_numeric, st.floats(-1e4, 1e4, allow_nan=False).filter(lambda x: not x.is_integer()),
+                         small_lists, small_dicts)
+    if t == "float":
+        return st.one_of(non_numeric, small_lists, small_dicts)
+    if t == "bool":
+        return st.one_of(non_bool_text, st.integers(2, 99), st.integers(-99, -1), small_lists)
+    if t == "list":
+        if opt.get("elements") == "int":
+            return st.one_of(small_dicts, st.lists(non_numeric, min_size=1, max_size=2))
+        return small_dicts
+    if t == "dict":
+        return st.one_of(words.filter(lambda s: "=" not in s and not s.lstrip().startswith("{")),
+                         st.integers(-9, 9), small_lists)
+    return None
+
+
+def case(kind, args, expect, expect_all=False):
+    return {"kind": kind, "args": args, "expect": list(expect), "expect_all": expect_all}
+
+
+# --- generic cases from the argument spec -----------------------------------------------------
+def spec_cases(module, spec):
+    base = BASE[module]
+    aspec = spec["argument_spec"]
+    typed = sorted(n for n, o in aspec.items() if wrong_type(o) is not None)
+    with_choices = sorted(n for n, o in aspec.items() if o.get("choices"))
+
+    @st.composite
+    def bad_type(draw):
+        name = draw(st.sampled_from(typed))
+        return case("wrong type", dict(base, **{name: draw(wrong_type(aspec[name]))}), [name])
+
+    @st.composite
+    def bad_choice(draw):
+        name = draw(st.sampled_from(with_choices))
+        opt = aspec[name]
+        value = draw(words.filter(lambda s: s not in opt["choices"]))
+        if opt.get("type") == "list":
+            value = [value]
+        return case("unknown choice", dict(base, **{name: value}), [name])
+
+    @st.composite
+    def unknown_option(draw):
+        name = draw(st.from_regex(r"[a-z][a-z_]{2,14}", fullmatch=True).filter(lambda n: n not in aspec))
+        return case("unknown option", dict(base, **{name: draw(st.one_of(words, st.integers()))}), [name])
+
+    @st.composite
+    def common_bad(draw):
+        which = draw(st.sampled_from(["api_key", "api_timeout", "api_retries"]))
+        if which == "api_key":
+            return case("empty required value", dict(base, api_key=""), ["api_key"])
+        if which == "api_timeout":
+            return case("out of range", dict(base, api_timeout=draw(neg_or_zero)), ["api_timeout"])
+        return case("out of range", dict(base, api_retries=draw(st.integers(-1000, -1))), ["api_retries"])
+
+    strategies = [bad_type(), bad_type(), unknown_option(), common_bad()]
+    if with_choices:
+        strategies.append(bad_choice())
+    if "offer_filters" in aspec:
+        sub = aspec["offer_filters"]["options"]
+        sub_typed = sorted(n for n, o in sub.items() if wrong_type(o) is not None)
+
+        @st.composite
+        def bad_sub(draw):
+            kind = draw(st.sampled_from(["wrong type", "unknown option"]))
+            f = dict(base["offer_filters"])
+            if kind == "wrong type":
+                name = draw(st.sampled_from(sub_typed))
+                f[name] = draw(wrong_type(sub[name]))
+            else:
+                name = draw(st.from_regex(r"[a-z][a-z_]{2,14}", fullmatch=True).filter(lambda n: n not in sub))
+                f[name] = draw(words)
+            return case(kind + " (offer_filters)", dict(base, offer_filters=f), [name])
+
+        strategies.append(bad_sub())
+    return strategies
+
+
+# --- semantic cases: values of the right type that make no sense -------------------------------
+@st.composite
+def filter_values(draw):
+    """(filters update, names) that violate the offer filter rules."""
+    which = draw(st.sampled_from(["num_gpus", "min_gt_max", "negative", "max_dph", "reliability",
+                                  "countries", "limit", "gpu_names"]))
+    if which == "num_gpus":
+        name = draw(st.sampled_from(["min_num_gpus", "max_num_gpus"]))
+        return {name: draw(neg_or_zero)}, [name], "out of range"
+    if which == "min_gt_max":
+        hi = draw(st.integers(2, 64))
+        return {"min_num_gpus": hi, "max_num_gpus": draw(st.integers(1, hi - 1))}, ["min_num_gpus", "max_num_gpus"], \
+            "contradictory range"
+    if which == "negative":
+        name = draw(st.sampled_from(["min_gpu_ram_gb", "min_total_gpu_ram_gb", "min_cpu_ram_gb", "min_disk_gb",
+                                     "min_inet_down", "min_cuda"]))
+        return {name: draw(neg_float)}, [name], "negative number"
+    if which == "max_dph":
+        return {"max_dph": draw(st.one_of(st.just(0.0), neg_float))}, ["max_dph"], "negative price"
+    if which == "reliability":
+        return {"min_reliability": draw(st.one_of(st.floats(1.0001, 1e3), neg_float))}, ["min_reliability"], \
+            "out of range"
+    if which == "countries":
+        bad = draw(st.text(alphabet=SAFE_TEXT, min_size=0, max_size=6).filter(
+            lambda s: not (len(s) == 2 and s.isalpha() and s.isascii())))
+        return {"countries": ["US", bad]}, ["countries"], "bad country"
+    if which == "limit":
+        return {"limit": draw(st.one_of(neg_or_zero, st.integers(1001, 10 ** 6)))}, ["limit"], "out of range"
+    return {"gpu_names": ["RTX 4090", draw(st.sampled_from(["", " ", "   "]))]}, ["gpu_names"], "empty value"
+
+
+@st.composite
+def offer_info_semantic(draw):
+    if draw(st.integers(0, 9)) == 0:
+        return case("out of range", dict(BASE["vast_offer_info"], allocated_storage=draw(
+            st.one_of(st.just(0.0), neg_float))), ["allocated_storage"])
+    upd, names, kind = draw(filter_values())
+    return case(kind, dict(BASE["vast_offer_info"], **upd), names, expect_all=len(names) > 1)
+
+
+@st.composite
+def instance_semantic(draw):
+    base = BASE["vast_instance"]
+    which = draw(st.sampled_from([
+        "filters", "filters", "label_empty", "label_long", "disk", "bid", "tries", "wait_timeout", "poll",
+        "ports", "env", "args", "exact_neg", "exact_id", "exact_state", "no_image", "min_credit", "max_dph",
+        "mutex", "no_identity", "bad_id", "bad_offer_id", "empty_name"]))
+    if which == "filters":
+        upd, names, kind = draw(filter_values())
+        return case(kind + " (offer_filters)", dict(base, offer_filters=dict(base["offer_filters"], **upd)), names,
+                    expect_all=len(names) > 1)
+    if which == "label_empty":
+        return case("empty required value", dict(base, label=draw(st.sampled_from(["", " ", "\t", "   "]))), ["label"])
+    if which == "label_long":
+        return case("too long", dict(base, label="x" * draw(st.integers(257, 600))), ["label"])
+    if which == "disk":
+        return case("out of range", dict(base, disk_gb=draw(st.one_of(st.floats(-1e4, 7.99), st.just(0.0)))),
+                    ["disk_gb"])
+    if which == "bid":
+        return case("negative price", dict(base, bid_price=draw(st.one_of(neg_float, st.just(0.0),
+                                                                        st.floats(128.01, 1e6)))), ["bid_price"])
+    if which == "tries":
+        return case("out of range", dict(base, max_offer_tries=draw(neg_or_zero)), ["max_offer_tries"])
+    if which == "wait_timeout":
+        return case("out of range", dict(base, wait_timeout=draw(neg_or_zero)), ["wait_timeout"])
+    if which == "poll":
+        return case("out of range", dict(base, poll_interval=draw(st.one_of(st.just(0.0), neg_float))),
+                    ["poll_interval"])
+    if which == "ports":
+        bad = draw(st.text(alphabet=SAFE_TEXT, min_size=1, max_size=10).filter(
+            lambda s: not (s.split("/")[0].isdigit() and len(s.split("/")[0]) <= 5)))
+        return case("bad value", dict(base, ports=["8000", bad]), ["ports"])
+    if which == "env":
+        bad = draw(st.text(alphabet=SAFE_TEXT, min_size=1, max_size=10).filter(
+            lambda s: not (s[0].isalpha() or s[0] == "_") or any(not (c.isalnum() or c == "_") for c in s)))
+        return case("bad value", dict(base, env={"GOOD": "1", bad: "x"}), ["env"])
+    if which == "args":
+        rt = draw(st.sampled_from(["ssh_direct", "ssh_proxy"]))
+        return case("inconsistent options", dict(base, args=["--model", "x"], runtype=rt), ["args", "runtype"])
+    if which == "exact_neg":
+        return case("out of range", dict(base, exact_count=draw(st.integers(-100, -1))), ["exact_count"])
+    if which == "exact_id":
+        return case("inconsistent options", dict(base, exact_count=draw(st.integers(0, 5)), id=draw(
+            st.integers(1, 10 ** 7))), ["exact_count", "id"], expect_all=True)
+    if which == "exact_state":
+        return case("inconsistent options", dict(base, exact_count=draw(st.integers(1, 3)), state=draw(
+            st.sampled_from(["stopped", "absent", "restarted"]))), ["exact_count"])
+    if which == "no_image":
+        args = dict(base)
+        del args["image"]
+        return case("missing value", args, ["image"])
+    if which == "min_credit":
+        return case("negative price", dict(base, min_credit=draw(neg_float)), ["min_credit"])
+    if which == "max_dph":
+        return case("negative price", dict(base, max_dph=draw(st.one_of(st.just(0.0), neg_float))), ["max_dph"])
+    if which == "mutex":
+        return case("mutually exclusive", dict(base, offer_id=draw(st.integers(1, 10 ** 7))),
+                    ["offer_id", "offer_filters"], expect_all=True)
+    if which == "no_identity":
+        args = dict(base)
+        del args["label"]
+        return case("missing value", args, ["id", "label", "name"], expect_all=True)
+    if which == "bad_id":
+        return case("bad id", {"id": draw(neg_or_zero), "state": draw(st.sampled_from(["stopped", "absent", "running"]))},
+                    ["id"])
+    if which == "bad_offer_id":
+        args = dict(base)
+        del args["offer_filters"]
+        return case("bad id", dict(args, offer_id=draw(neg_or_zero)), ["offer_id"])
+    args = dict(base)
+    del args["label"]
+    return case("empty required value", dict(args, name=""), ["name"])
+
+
+@st.composite
+def instance_info_semantic(draw):
+    base = BASE["vast_instance_info"]
+    which = draw(st.sampled_from(["parallel", "parallel", "statuses", "id", "gpu_names"]))
+    if which == "parallel":
+        return case("out of range", dict(base, parallel=draw(st.one_of(neg_or_zero, st.integers(33, 10 ** 4)))),
+                    ["parallel"])
+    if which == "statuses":
+        return case("empty value", dict(base, statuses=[]), ["statuses"])
+    if which == "id":
+        return case("bad id", dict(base, id=draw(neg_or_zero)), ["id"])
+    return case("empty value", dict(base, gpu_names=["RTX 4090", draw(st.sampled_from(["", " "]))]), ["gpu_names"])
+
+
+BAD_DATES = st.one_of(
+    st.sampled_from(["2026-13-45", "2026-02-30", "yesterday", "last week", "-7x", "7d", "--1d", "2026/01/01",
+                     "01-01-2026", "-d", "noon", "T12:00", "2026-01-01T25:00"]),
+    st.from_regex(r"[a-z]{3,10}", fullmatch=True).filter(lambda s: s != "now"),
+    st.from_regex(r"-[0-9]{1,3}[a-rt-vx-z]", fullmatch=True),
+)
+
+
+@st.composite
+def billing_semantic(draw):
+    which = draw(st.sampled_from(["start", "end", "order", "order"]))
+    if which == "start":
+        return case("bad date", {"start": draw(BAD_DATES)}, ["start"])
+    if which == "end":
+        return case("bad date", {"start": "-1d", "end": draw(BAD_DATES)}, ["end"])
+    end = draw(st.integers(1_600_000_000, 1_900_000_000))
+    start = end + draw(st.integers(0, 10 ** 7))
+    return case("start not before end", {"start": str(start), "end": str(end)}, ["start"])
+
+
+SEMANTIC = {"vast_offer_info": offer_info_semantic, "vast_instance": instance_semantic,
+            "vast_instance_info": instance_info_semantic, "vast_billing_info": billing_semantic}
+
+
+def generate(module, count, seed=0):
+    """``count`` distinct invalid argument sets for ``module`` (reproducible for a seed)."""
+    spec = module_spec(module)
+    generic = spec_cases(module, spec)
+    semantic = SEMANTIC[module]()
+    # about half from the spec's types/choices/names, half from the value rules
+    strategy = st.one_of(*(generic + [semantic] * len(generic)))
+    cases, seen = [], set()
+
+    @hyp_seed(seed)
+    @settings(max_examples=count * 6, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(c):
+        key = json.dumps(c, sort_keys=True, default=str)
+        if key not in seen and len(cases) < count:
+            seen.add(key)
+            cases.append(c)
+
+    collect()
+    if len(cases) < count:
+        raise AssertionError("%s: only %d distinct cases generated" % (module, len(cases)))
+    return cases
+
+
+def run_module_cases(sim, module, cases, workdir):
+    """One playbook with one task per case; returns per-case verdicts."""
+    tasks = []
+    for i, c in enumerate(cases):
+        args = dict(c["args"])
+        if args.get("label") == BASE["vast_instance"]["label"]:
+            args["label"] = "bad-input-%03d" % i  # a missed check rents anew, never finds an old one
+        tasks.append({"name": "case %03d" % i, FQCN % module: args, "ignore_errors": True})
+    audit = os.path.join(workdir, "audit-%s.jsonl" % module)
+    sim.clear_requests()
+    res = run_playbook(playbook(tasks, "bad input: %s" % module), env=dict(sim.env, VAST_AUDIT_LOG=audit),
+                       timeout=1800)
+    log = sim.requests()
+    windows = task_window(res)
+    verdicts = []
+    for i, c in enumerate(cases):
+        name = "case %03d" % i
+        try:
+            r = res.task(name)
+        except KeyError:
+            r = {}
+        msg = r.get("msg") if isinstance(r.get("msg"), str) else json.dumps(r.get("msg"))
+        start, end = windows.get(name, (0, 0))
+        calls = requests_between(log, start, end)
+        mutations = [e for e in calls if is_mutating(e)]
+        found = [t for t in c["expect"] if mentions(msg, t)]
+        named = (len(found) == len(c["expect"])) if c["expect_all"] else bool(found)
+        problems = []
+        if not r:
+            problems.append("no result")
+        elif not r.get("failed"):
+            problems.append("accepted (changed=%s)" % r.get("changed"))
+        else:
+            if not clear_msg(msg):
+                problems.append("unclear message")
+            if not named:
+                problems.append("message does not name %s" % " and ".join(c["expect"]) if c["expect_all"]
+                                else "message names none of %s" % c["expect"])
+        if mutations:
+            problems.append("mutating request(s): %s" % ", ".join(
+                "%s %s -> %s" % (e["method"], e["path"], e["status"]) for e in mutations))
+        verdicts.append(dict(module=module, index=i, kind=c["kind"], args=c["args"], msg=msg,
+                             api_calls=len(calls), mutations=len(mutations), problems=problems))
+    audit_lines = open(audit).read().splitlines() if os.path.exists(audit) else []
+    return verdicts, res, audit_lines
+
+
+def campaign(per_module=100, seed=0, modules=MODULES, out=sys.stdout):
+    """Run the campaign on a fresh simulator; returns (verdicts, summary dict)."""
+    sim = launch(hosts="none", seed=seed or 1)
+    verdicts, extra = [], {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bad-input-") as tmp:
+            for module in modules:
+                cases = generate(module, per_module, seed)
+                v, res, audit_lines = run_module_cases(sim, module, cases, tmp)
+                verdicts.extend(v)
+                extra[module] = dict(rc=res.rc, seconds=round(res.duration, 1), audit_lines=len(audit_lines))
+            state = sim.state()
+    finally:
+        sim.stop()
+    live = [r for r in state["instances"] if r.get("destroyed_at") is None]
+    created = state["instances"]
+    summary = summarize(verdicts, extra, created, live, seed)
+    print_summary(summary, verdicts, out)
+    return verdicts, summary
+
+
+def summarize(verdicts, extra, created, live, seed):
+    per = {}
+    for v in verdicts:
+        m = per.setdefault(v["module"], dict(cases=0, rejected=0, named=0, api_calls=0, cases_with_calls=0,
+                                            mutations=0, bad=0, kinds={}))
+        m["cases"] += 1
+        m["kinds"][v["kind"]] = m["kinds"].get(v["kind"], 0) + 1
+        if not any(p.startswith(("accepted", "no result")) for p in v["problems"]):
+            m["rejected"] += 1
+        if not any("message" in p for p in v["problems"]) and m["rejected"]:
+            m["named"] += 1
+        m["api_calls"] += v["api_calls"]
+        m["cases_with_calls"] += 1 if v["api_calls"] else 0
+        m["mutations"] += v["mutations"]
+        m["bad"] += 1 if v["problems"] else 0
+        m.update(extra.get(v["module"], {}))
+    return dict(seed=seed, modules=per, instances_created=len(created), instances_live=len(live),
+                cases=len(verdicts), bad=sum(1 for v in verdicts if v["problems"]))
+
+
+def print_summary(summary, verdicts, out=sys.stdout):
+    w = out.write
+    w("\n=== bad-input campaign (seed %s) ===\n" % summary["seed"])
+    w("%-20s %6s %9s %12s %10s %10s %8s\n" % ("module", "cases", "rejected", "msg names it", "API calls",
+                                              "mutations", "defects"))
+    for m, s in summary["modules"].items():
+        w("%-20s %6d %9d %12d %10d %10d %8d\n" % (m, s["cases"], s["rejected"], s["named"], s["cases_with_calls"],
+                                                 s["mutations"], s["bad"]))
+    w("instances created on the simulator: %d (live: %d)\n" % (summary["instances_created"], summary["instances_live"]))
+    w("playbook time per module: %s\n" % ", ".join("%s %ss" % (m, s.get("seconds")) for m, s in summary["modules"].items()))
+    for m, s in summary["modules"].items():
+        w("%s kinds: %s\n" % (m, ", ".join("%s %d" % kv for kv in sorted(s["kinds"].items()))))
+    shown = {}
+    for v in verdicts:  # one sample message per (module, kind)
+        if not v["problems"] and (v["module"], v["kind"]) not in shown:
+            shown[(v["module"], v["kind"])] = v["msg"]
+    w("sample messages:\n")
+    for (m, k), msg in sorted(shown.items()):
+        w("  %s / %s: %s\n" % (m, k, (msg or "")[:160]))
+    bad = [v for v in verdicts if v["problems"]]
+    if bad:
+        w("DEFECTS (%d cases):\n" % len(bad))
+        for v in bad:
+            w("  %s case %03d [%s] args=%s\n    -> %s | msg: %s\n" % (
+                v["module"], v["index"], v["kind"], json.dumps(v["args"], default=str)[:300],
+                "; ".join(v["problems"]), (v["msg"] or "")[:200]))
+    out.flush()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-module", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("CAMPAIGN_SEED", "6")))
+    ap.add_argument("--module", action="append", choices=MODULES)
+    a = ap.parse_args(argv)
+    _, summary = campaign(a.per_module, a.seed, tuple(a.module or MODULES))
+    return 1 if summary["bad"] or summary["instances_created"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -394,10 +394,9 @@ def summarize(verdicts, extra, created, live, seed):
                                             mutations=0, bad=0, kinds={}))
         m["cases"] += 1
         m["kinds"][v["kind"]] = m["kinds"].get(v["kind"], 0) + 1
-        if not any(p.startswith(("accepted", "no result")) for p in v["problems"]):
-            m["rejected"] += 1
-        if not any("message" in p for p in v["problems"]) and m["rejected"]:
-            m["named"] += 1
+        rejected = not any(p.startswith(("accepted", "no result")) for p in v["problems"])
+        m["rejected"] += 1 if rejected else 0
+        m["named"] += 1 if rejected and not any("message" in p for p in v["problems"]) else 0
         m["api_calls"] += v["api_calls"]
         m["cases_with_calls"] += 1 if v["api_calls"] else 0
         m["mutations"] += v["mutations"]

@@ -293,6 +293,12 @@ class Campaign:
         try:
             for n in range(1, self.runs + 1):
                 self.one(n)
+                if n % 20 == 0 and not self.verbose:
+                    recs = self.records
+                    self.out.write("progress: %d/%d runs, %d s, %d successes, %d clean failures, %d with defects\n" % (
+                        n, self.runs, time.monotonic() - started, sum(r["outcome"] == "success" for r in recs),
+                        sum(r["outcome"] == "clean failure" for r in recs), sum(bool(r["problems"]) for r in recs)))
+                    self.out.flush()
             final = self.rows()
         finally:
             self.sim.stop()

@@ -113,16 +113,31 @@ def test_vm_instance_lifecycle_is_a_container(images, keys):
         assert out == f"{iid}|{created['instance_api_key']}|x y"
         # The requested port 80 is published: a server inside answers through it.
         ssh(keys["account"], proxy, "cd /root && echo hello-80 > index.html && "
-                                    "(setsid python3 -m http.server 80 >/dev/null 2>&1 &) ; sleep 0.5")
-        assert requests.get(f"http://127.0.0.1:{http}/index.html", timeout=5).text.strip() == "hello-80"
+                                    "(setsid python3 -m http.server 80 >/dev/null 2>&1 &)")
+        deadline = time.monotonic() + 15
+        while True:  # docker-proxy accepts, then resets until the server inside listens
+            try:
+                assert requests.get(f"http://127.0.0.1:{http}/index.html", timeout=5).text.strip() == "hello-80"
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
 
         # A key attached later to the instance is accepted too; before, it is refused.
         assert ssh(keys["later"], direct, "true", check=False).returncode == 255
-        api("POST", f"/api/v0/instances/{iid}/ssh/", json={"ssh_key": open(keys["later"] + ".pub").read()})
+        attached = api("POST", f"/api/v0/instances/{iid}/ssh/", json={"ssh_key": open(keys["later"] + ".pub").read()})
         deadline = time.monotonic() + 20
         while ssh(keys["later"], direct, "true", check=False).returncode != 0:
             assert time.monotonic() < deadline, "attached key not accepted"
             time.sleep(0.3)
+
+        # Detached again: refused again.
+        api("DELETE", f"/api/v0/instances/{iid}/ssh/{attached['key_id']}/")
+        deadline = time.monotonic() + 20
+        while ssh(keys["later"], direct, "true", check=False).returncode != 255:
+            assert time.monotonic() < deadline, "detached key still accepted"
+            time.sleep(0.3)
+        api("POST", f"/api/v0/instances/{iid}/ssh/", json={"ssh_key": open(keys["later"] + ".pub").read()})
 
         # stop → container stopped, SSH refused.
         api("PUT", f"/api/v0/instances/{iid}/", json={"state": "stopped"})
@@ -177,3 +192,27 @@ def test_container_mode_runs_local_image_and_exit_cleans_up(images, keys):
         pid = sim.proc.pid
         assert len(containers(pid)) == 2
     assert containers(pid) == {}
+
+
+def test_state_restore_recreates_the_box(images, keys, tmp_path):
+    state = str(tmp_path / "sim.json")
+    with start_vastsim(hosts="docker", state=state) as sim:
+        api = Api(sim)
+        api("POST", "/api/v0/ssh/", json={"ssh_key": open(keys["account"] + ".pub").read()})
+        iid = api("PUT", f"/api/v0/asks/{api.vm_offer()}/", json={"vm": True, "image": "ubuntu", "disk": 20})["new_contract"]
+        row = api.wait(iid, "running")
+        ssh(keys["account"], int(row["ssh_port"]), "echo kept > /root/marker")
+        first = sim.proc.pid
+    assert containers(first) == {}
+    # A new simulator on the same state: the instance is still rented and gets a fresh box
+    # (disk contents are not kept across simulator restarts), reachable on the same port.
+    with start_vastsim(hosts="docker", state=state) as sim:
+        api = Api(sim)
+        row = api.wait(iid, "running")
+        wait_port(int(row["ssh_port"]), banner=b"SSH-", timeout=60)
+        deadline = time.monotonic() + 20
+        while ssh(keys["account"], int(row["ssh_port"]), "true", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "restored box does not accept the account key"
+            time.sleep(0.3)
+        assert ssh(keys["account"], int(row["ssh_port"]), "ls /root/marker", check=False).returncode != 0
+        assert list(containers(sim.proc.pid).values()) == ["running"]

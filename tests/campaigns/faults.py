@@ -2,7 +2,9 @@
 the playbooks do (rent = vast_instance state=running with offer_filters + wait +
 destroy_on_failure as provision.yml does; power off / power on / teardown = find by label with
 vast_instance_info, then vast_instance by id, as power_off.yml / power_on.yml / teardown.yml
-do), one ansible-playbook per run, on a `--hosts none` simulator. After every run the
+do; idle_shutdown = the real playbooks/idle_shutdown.yml with the dynamic inventory, deciding
+by its unreachable rule since SSH never answers on `--hosts none`), one ansible-playbook per
+run, on a `--hosts none` simulator. After every run the
 simulator's state is checked:
 
 - orphans: an instance created during the run that is still live must be the one the run
@@ -19,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -45,7 +48,14 @@ OPS_ENDPOINTS = {
     "power_off": ["list", "show", "manage"],
     "power_on": ["list", "show", "manage"],
     "teardown": ["list", "show", "destroy"],
+    "idle_shutdown": ["list", "show", "manage", "charges"],
 }
+PLAYBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "playbooks")
+# idle_shutdown.yml on a --hosts none simulator: SSH never answers, so the playbook's
+# unreachable rule decides (limit 1 probe, no minimum age); the rest is the real playbook.
+IDLE_VARS = {"idle_shutdown_unreachable_limit": 1, "idle_shutdown_unreachable_min_age_minutes": 0,
+             "idle_shutdown_boot_grace_minutes": 0, "idle_shutdown_probe_timeout": 2,
+             "idle_shutdown_probe_delay": 1, "idle_shutdown_confirm_timeout": 10}
 LIVE = lambda row: row.get("destroyed_at") is None  # noqa: E731
 
 
@@ -149,7 +159,8 @@ class Campaign:
                 rules.append({"endpoint": ep, "fault": "timeout", "seconds": TIMEOUT_HOLD, "times": 1,
                               "after": rng.randint(0, 2)})
             elif kind == "lost_response":
-                mut = {"rent": "create", "power_off": "manage", "power_on": "manage", "teardown": "destroy"}[op]
+                mut = {"rent": "create", "power_off": "manage", "power_on": "manage", "teardown": "destroy",
+                       "idle_shutdown": "manage"}[op]
                 rules.append({"endpoint": mut, "fault": "lost_response", "times": 1})
             elif kind == "taken" and op == "rent" and row is None:
                 extras["taken"] = rng.randint(1, 4)
@@ -158,7 +169,7 @@ class Campaign:
                     extras["stick_new"] = rng.choice(["loading", "scheduling"])
                 elif op == "power_on" and row and row.get("actual_status") in ("stopped", "exited"):
                     extras["stick"] = "scheduling"
-                elif op == "power_off" and row and row.get("actual_status") == "running":
+                elif op in ("power_off", "idle_shutdown") and row and row.get("actual_status") == "running":
                     extras["stick"] = "running"
                 elif op == "power_on" and row and row.get("actual_status") == "running":
                     extras["stick"] = "loading"
@@ -172,7 +183,7 @@ class Campaign:
         if not live:
             op = "rent"
         elif status == "running":
-            op = self.rng.choice(["power_off", "power_off", "teardown", "rent"])
+            op = self.rng.choice(["power_off", "power_off", "teardown", "rent", "idle_shutdown"])
         elif status in ("stopped", "exited"):
             op = self.rng.choice(["power_on", "power_on", "teardown", "power_off"])
         else:
@@ -203,8 +214,13 @@ class Campaign:
         watcher = Watcher(self.sim, label, before, extras.get("stick_new"))
         watcher.start()
         try:
-            res = run_playbook(playbook(op_tasks(op, label), "fault run %d: %s %s" % (n, op, label), MODULE_DEFAULTS),
-                               env=self.sim.env, timeout=300)
+            if op == "idle_shutdown":
+                res = run_playbook(os.path.join(PLAYBOOKS, "idle_shutdown.yml"), inventory=self.inventory,
+                                   extra_vars=dict(IDLE_VARS, idle_shutdown_hosts=label), env=self.sim.env,
+                                   timeout=300)
+            else:
+                res = run_playbook(playbook(op_tasks(op, label), "fault run %d: %s %s" % (n, op, label),
+                                            MODULE_DEFAULTS), env=self.sim.env, timeout=300)
         finally:
             watcher.finish()
         log = self.sim.requests()
@@ -232,8 +248,12 @@ class Campaign:
         results = [t.result for t in res.tasks]
         text = json.dumps(results, default=str)
         failed = [t for t in res.tasks if t.result.get("failed")]
-        fmsg = failed[-1].result.get("msg") if failed else None
-        fmsg = fmsg if isinstance(fmsg, str) else (json.dumps(fmsg) if fmsg is not None else None)
+        fmsg = None
+        if failed:
+            r = failed[-1].result
+            items = [i.get("msg") for i in r.get("results") or [] if isinstance(i, dict) and i.get("failed")]
+            fmsg = "; ".join(str(m) for m in items if m) or r.get("msg")
+            fmsg = fmsg if isinstance(fmsg, str) else (json.dumps(fmsg) if fmsg is not None else None)
         reported = set(int(i) for i in re.findall(r'"(?:id|instance_id|new_contract)": (\d+)', text))
         reported |= set(int(i) for i in re.findall(r"\b(\d{5,})\b", fmsg or ""))
         problems = []
@@ -252,14 +272,15 @@ class Campaign:
                 problems.append("unclear failure message: %r" % (fmsg or "")[:300])
             else:
                 need = None
-                if failed[-1].name == "op" and op != "rent":
-                    need = target_id
+                if failed[-1].action.endswith("vast_instance") and op != "rent":
+                    need = target_id  # the task was given the id
                 elif op == "rent" and new:
                     need = new[0]["id"]
                 if need is not None and not re.search(r"\b%d\b" % need, fmsg):
                     problems.append("failure message lacks the instance id %s: %r" % (need, fmsg[:300]))
         live = [r for r in rows if LIVE(r) and r["label"] == label]
-        want = {"rent": "running", "power_on": "running", "power_off": "stopped", "teardown": None}[op]
+        want = {"rent": "running", "power_on": "running", "power_off": "stopped", "teardown": None,
+                "idle_shutdown": "stopped"}[op]
         if want is None:
             done = not (target_id and LIVE(by_id.get(target_id, {})))
         else:
@@ -274,7 +295,8 @@ class Campaign:
                 self.api("DELETE", "/api/v0/instances/%d/" % r["id"])
         outcome = "success" if res.rc == 0 else ("clean failure" if not problems else "bad failure")
         rec = dict(run=n, op=op, label=label, rules=rules, extras=extras, rc=res.rc, outcome=outcome,
-                   msg=fmsg, failed_task=failed[-1].name if failed else None, problems=problems,
+                   msg=fmsg, failed_task=failed[-1].name if failed else None,
+                   failed_action=failed[-1].action.rsplit(".", 1)[-1] if failed else None, problems=problems,
                    orphans=orphans, doubles=max(doubles - 1, 0), done=done, created=[r["id"] for r in new],
                    faults_fired=[e["fault"] for e in log if e.get("fault")], seconds=round(res.duration, 1))
         if self.verbose or problems:
@@ -289,6 +311,10 @@ class Campaign:
         self.out.write("fault campaign: %d %s runs, seed %d (reproduce: CAMPAIGN_SEED=%d)\n" % (
             self.runs, "planned" if self.plan else "random", self.seed, self.seed))
         self.sim = launch(hosts="none", seed=self.seed, speed=SPEED)
+        self.tmp = tempfile.mkdtemp(prefix="fault-campaign-")
+        self.inventory = os.path.join(self.tmp, "campaign.vast.yml")
+        with open(self.inventory, "w") as f:
+            f.write("plugin: llmops.vastai.vast\nstatuses: [running]\nlabel_prefix: [fc-]\n")
         started = time.monotonic()
         try:
             for n in range(1, self.runs + 1):
@@ -302,6 +328,7 @@ class Campaign:
             final = self.rows()
         finally:
             self.sim.stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
         summary = self.summary(final, time.monotonic() - started)
         self.print_summary(summary)
         return summary
@@ -315,7 +342,7 @@ class Campaign:
             successes=sum(1 for r in recs if r["outcome"] == "success"),
             clean_failures=sum(1 for r in recs if r["outcome"] == "clean failure"),
             bad_runs=sum(1 for r in recs if r["problems"]),
-            failed_but_done=sum(1 for r in recs if r["rc"] != 0 and r["done"] and r["failed_task"] == "op"),
+            failed_but_done=sum(1 for r in recs if r["rc"] != 0 and r["done"] and r["failed_action"] == "vast_instance"),
             orphans=sum(len(r["orphans"]) for r in recs), double_rentals=sum(r["doubles"] for r in recs),
             instances_created=sum(len(r["created"]) for r in recs),
             live_at_end=sum(1 for r in final if LIVE(r)),

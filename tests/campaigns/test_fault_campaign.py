@@ -55,3 +55,19 @@ def test_fault_campaign(capsys):
     check(summary, buf.getvalue(), RUNS)
     assert summary["runs_with_faults"] >= RUNS // 2, summary
     assert summary["faults_total"] >= RUNS // 2, summary
+
+
+def test_lost_create_answer_then_list_storm_leaves_no_orphan(capsys):
+    """Found by the campaign (seed 6): the create happens but its answer is lost, and the
+    label lookups that reconcile it hit a 429 storm longer than api_retries. The instance
+    must then be adopted (reported) or destroyed — or at least named — never left billing
+    unreported behind a 'rate limited' error."""
+    buf = io.StringIO()
+    plan = [("fc-a", "rent", [{"endpoint": "create", "fault": "lost_response"},
+                              {"endpoint": "list", "fault": "429", "times": 6, "after": 1}], {})]
+    summary = faults.Campaign(0, SEED, out=buf, verbose=True, plan=plan).go()
+    with capsys.disabled():
+        print(buf.getvalue())
+    assert summary["faults_injected"].get("lost_response") == 1
+    assert summary["instances_created"] == 1
+    check(summary, buf.getvalue(), 1)

@@ -177,6 +177,12 @@ options:
     description: Environment variables for the container. Creation only.
     type: dict
     default: {}
+  secret_env:
+    description:
+      - Environment variables holding secrets (tokens). Merged into O(env); their values are
+        masked in all output (C(no_log)). Creation only.
+    type: dict
+    default: {}
   ports:
     description:
       - Container ports to expose, such as V(8000) or V(8000/udp). Creation only.
@@ -444,7 +450,7 @@ class VastInstance(VastModule):
         for port in p["ports"]:
             if not re.match(r"^\d{1,5}(/(tcp|udp))?$", str(port)):
                 errors.append("ports entry %r is not PORT or PORT/tcp|udp" % port)
-        for key in p["env"]:
+        for key in list(p["env"]) + list(p["secret_env"]):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
                 errors.append("env name %r is not a valid variable name" % key)
         if len((p["onstart"] or "") + " ".join(p["args"] or [])) > 4096:
@@ -516,6 +522,7 @@ class VastInstance(VastModule):
     def creation_body(self, label, target_state):
         p = self.params
         env = dict((str(k), str(v)) for k, v in p["env"].items())
+        env.update((str(k), str(v)) for k, v in p["secret_env"].items())
         for port in p["ports"]:
             port = str(port)
             num, _sep, proto = port.partition("/")
@@ -942,6 +949,7 @@ def main():
         image=dict(type="str"),
         disk_gb=dict(type="float", default=10),
         env=dict(type="dict", default={}),
+        secret_env=dict(type="dict", default={}, no_log=True),
         ports=dict(type="list", elements="str", default=[]),
         onstart=dict(type="str"),
         args=dict(type="list", elements="str"),

@@ -15,7 +15,7 @@ version_added: 0.1.0
 description:
   - Lists the account's instances, optionally narrowed by id, label, label prefix, status or
     GPU model, and summarises them (counts by status, GPU distribution, $/h).
-  - Id, label, status and GPU filters are applied by the API; the label prefix on the client.
+  - Id, label and status filters are applied by the API; the label prefix and GPU models on the client.
 author:
   - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
@@ -173,8 +173,8 @@ class VastInstanceInfo(VastModule):
                 filters["label"] = {"eq": p["label"]}
             if p["statuses"]:
                 filters["actual_status"] = {"in": list(p["statuses"])}
-            if p["gpu_names"]:
-                filters["gpu_name"] = {"in": [normalize_gpu_name(n) for n in p["gpu_names"]]}
+            # gpu_names is matched on the client: how the API compares GPU spellings is not
+            # confirmed, and a wrong server-side match would silently drop instances.
             rows = self.client.list_instances(filters, parallel=p["parallel"])
             rows = [r for r in rows if self.matches(r)]
         rows = sorted(rows, key=lambda r: r.get("id") or 0)

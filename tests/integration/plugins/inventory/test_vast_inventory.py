@@ -33,6 +33,7 @@ PLAN = [
 @pytest.fixture(scope="module")
 def sim():
     with start_vastsim(api_key=SECRET) as s:
+        s.set_credit(10 ** 6)  # the clock runs fast: never let zero balance stop the instances
         client = VastClient(s.api_key, api_url=s.url)
         offers = client.search_offers(
             {
@@ -126,6 +127,23 @@ def test_hostvars(sim, inventory):
     for field in ("vast_extra_env", "vast_onstart", "vast_jupyter_token"):
         assert field not in hv
     assert "hf_notforhostvars" not in run.out
+
+
+def test_hostvars_fields(sim, inventory):
+    row = one(sim, "llm-direct-1")
+    default = inventory(sim, {}).hostvars["llm-direct-1"]
+    assert "score" in row and "vast_score" not in default  # not in the default field list
+    every = inventory(sim, {"hostvars_fields": ["*"]}).hostvars["llm-direct-1"]
+    assert every["vast_score"] == row["score"]
+    assert set(default) < set(every)
+    # secrets and the default exclusions stay out even with "*"
+    assert not {"vast_extra_env", "vast_onstart", "vast_jupyter_token"} & set(every)
+    few = inventory(sim, {"hostvars_fields": ["gpu_name", "extra_env"], "hostvars_exclude": []})
+    hv = few.hostvars["llm-direct-1"]
+    assert {k for k in hv if k.startswith("vast_")} == {
+        "vast_gpu_name", "vast_extra_env", "vast_status", "vast_cost_per_hour", "vast_uptime_seconds",
+        "vast_port_map", "vast_ssh_kind"}
+    assert hv["ansible_host"] == row["public_ipaddr"]
 
 
 def test_direct_and_proxy_endpoints(sim, inventory):

@@ -10,7 +10,8 @@ COUNT = 137  # not a multiple of 25
 
 @pytest.fixture(scope="module")
 def bulk_sim():
-    with start_vastsim(api_key=SECRET) as s:
+    with start_vastsim(api_key=SECRET, speed=1) as s:
+        s.set_credit(10 ** 6)  # 167 rentals must not run the account dry during the tests
         s.ids = s.bulk(COUNT, label_prefix="bulk-", status="running")
         s.stopped = s.bulk(30, label_prefix="cold-", status="stopped")
         yield s

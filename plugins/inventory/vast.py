@@ -112,6 +112,21 @@ options:
         (container port to published host port, for example C({'8000/tcp': 41234}))."
     type: str
     default: vast_
+  hostvars_fields:
+    description:
+      - API fields turned into host variables (with O(hostvars_prefix)). The default is the
+        fields useful to reach, pick and bill an instance; V(*) takes every field of the row.
+      - Each host variable costs ansible time on every run (about 1,000 hosts x 100 fields
+        doubles C(ansible-inventory) time compared with the default), so list only what you use.
+    type: list
+    elements: str
+    default: [id, label, actual_status, intended_status, cur_state, status_msg, machine_id, host_id,
+              image_uuid, image_runtype, template_hash_id, num_gpus, gpu_name, gpu_ram, gpu_totalram,
+              gpu_util, cpu_name, cpu_cores_effective, cpu_ram, disk_space, disk_usage, public_ipaddr,
+              ssh_host, ssh_port, ports, direct_port_start, direct_port_end, direct_port_count, dph_base,
+              dph_total, storage_cost, storage_total_cost, is_bid, min_bid, start_date, end_date,
+              uptime_mins, geolocation, country_code, reliability2, verification, driver_version,
+              cuda_max_good, inet_up, inet_down]
   hostvars_exclude:
     description:
       - API fields not to turn into host variables. C(extra_env) and C(onstart) are left out by
@@ -358,6 +373,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, rows, fetched_at):
         prefix = self.get_option("hostvars_prefix") or ""
         exclude = set(self.get_option("hostvars_exclude") or []) | _SECRET_FIELDS
+        fields = self.get_option("hostvars_fields") or []
+        fields = None if "*" in fields else [f for f in fields if f not in exclude]
         connect_with = self.get_option("connect_with")
         top = self.inventory.add_group(self._sanitize_group_name(self.get_option("group")))
         default_groups = self.get_option("default_groups")
@@ -373,7 +390,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for row in rows:
             name = names[row["id"]]
             self.inventory.add_host(name, group=top)
-            hostvars = {prefix + k: v for k, v in row.items() if k not in exclude}
+            if fields is None:
+                hostvars = {prefix + k: v for k, v in row.items() if k not in exclude}
+            else:
+                hostvars = {prefix + k: row[k] for k in fields if k in row}
             hostvars.update((prefix + k, v) for k, v in computed_vars(row, fetched_at, now).items())
 
             endpoint = ssh_endpoint(row, connect_with=connect_with)

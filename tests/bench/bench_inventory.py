@@ -1,0 +1,181 @@
+"""Inventory benchmark: 1,000 instances behind a simulator with 150 ms of latency per request.
+
+Side by side in one run (wall time of the whole command, median of a few runs):
+  - the official CLI, `vastai show instances --raw` (25-row pages, one after another);
+  - `ansible-inventory --list` with llmops.vastai.vast, cold (cache empty) and warm (cache hit);
+  - the same plugin with parallel_requests: 1 (what the parallel id-range listing buys);
+  - `ansible-inventory --list` on a static YAML file holding the same hosts, groups and vars.
+API calls are counted from the simulator's request log. Figures only, no timed assertions.
+
+    .venv/bin/python -m tests.bench.bench_inventory [--count N] [--latency MS] [--runs N]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+from tests.helpers.vastsim import start_vastsim
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(REPO, ".venv", "bin")
+
+
+def _plain(value):
+    # ansible 2.19 prints API strings as {"__ansible_unsafe": ...}; the static file gets plain values
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Bench:
+    def __init__(self, sim, work):
+        self.sim = sim
+        self.work = work
+        coll = os.path.join(work, "collections", "ansible_collections", "llmops")
+        os.makedirs(coll)
+        os.symlink(REPO, os.path.join(coll, "vastai"))
+        self.home = os.path.join(work, "home")  # the CLI keeps its role/gpu-name caches here
+        os.makedirs(self.home)
+        self.env = dict(
+            os.environ,
+            PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+            HOME=self.home,
+            ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+            ANSIBLE_COLLECTIONS_PATH=os.path.join(work, "collections"),
+            ANSIBLE_LOCAL_TEMP=os.path.join(work, "ansible-tmp"),
+            ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="1",
+            VAST_URL=sim.url,
+            VAST_API_KEY=sim.api_key,
+        )
+        self.cache_dir = os.path.join(work, "cache")
+
+    def run(self, argv):
+        """(seconds, api calls, stdout) of one command."""
+        self.sim.clear_requests()
+        started = time.monotonic()
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, cwd=self.work, timeout=600)
+        took = time.monotonic() - started
+        if proc.returncode != 0:
+            raise RuntimeError("%s failed (%d): %s" % (argv[0], proc.returncode, proc.stderr[-2000:]))
+        calls = len(self.sim.requests())
+        return took, calls, proc.stdout
+
+    def config(self, name, **options):
+        path = os.path.join(self.work, name)
+        conf = {"plugin": "llmops.vastai.vast", "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+                "cache_connection": self.cache_dir, "cache_timeout": 3600}
+        conf.update(options)
+        with open(path, "w") as f:
+            yaml.safe_dump(conf, f)
+        return path
+
+    def inventory(self, source):
+        return [os.path.join(BIN, "ansible-inventory"), "-i", source, "--list"]
+
+    def clear_cache(self):
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def measure(label, runs, fn, check=None):
+    fn()  # warm-up (page cache, .pyc, CLI role cache), not counted
+    times, calls = [], []
+    out = None
+    for _ in range(runs):
+        took, n, out = fn()
+        times.append(took)
+        calls.append(n)
+    if check:
+        check(out)
+    return {"label": label, "median": statistics.median(times), "min": min(times), "max": max(times),
+            "calls": statistics.median(calls), "runs": runs}
+
+
+def static_inventory(listing, path):
+    """A YAML inventory with the same hosts, groups and host variables as a --list output."""
+    data = _plain(json.loads(listing))
+    hostvars = data.pop("_meta")["hostvars"]
+    children = {}
+    for group, body in data.items():
+        if group in ("all", "ungrouped"):
+            continue
+        children[group] = {"hosts": {h: None for h in body.get("hosts", [])}}
+    doc = {"all": {"hosts": hostvars, "children": children}}
+    with open(path, "w") as f:
+        yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--latency", type=int, default=150)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv if argv is not None else [])
+
+    work = tempfile.mkdtemp(prefix="bench-inventory-")
+    try:
+        # real-time clock and plenty of credit: 1,000 rentals must not run the account dry mid-run
+        with start_vastsim(latency=args.latency, speed=1, offers=max(2000, 2 * args.count)) as sim:
+            sim.set_credit(10 ** 9)
+            sim.bulk(args.count, label_prefix="bench-", status="running")
+            b = Bench(sim, work)
+
+            def count_cli(out):
+                assert len(json.loads(out)) == args.count, "CLI listed a different number of instances"
+
+            def count_inv(out):
+                n = len(json.loads(out)["_meta"]["hostvars"])
+                assert n == args.count, "inventory listed %d hosts, not %d" % (n, args.count)
+
+            cli = measure("vastai show instances --raw", args.runs,
+                          lambda: b.run([os.path.join(BIN, "vastai"), "show", "instances", "--raw"]), count_cli)
+
+            parallel_conf = b.config("par.vast.yml")
+
+            def cold(conf=parallel_conf):
+                b.clear_cache()
+                return b.run(b.inventory(conf))
+
+            cold_par = measure("ansible-inventory cold (parallel_requests 8)", args.runs, cold, count_inv)
+            seq_conf = b.config("seq.vast.yml", parallel_requests=1)
+            cold_seq = measure("ansible-inventory cold (parallel_requests 1)", 1,
+                               lambda: cold(seq_conf), count_inv)
+
+            b.clear_cache()
+            _, _, listing = b.run(b.inventory(parallel_conf))  # fills the cache
+            warm = measure("ansible-inventory warm (cache hit)", args.runs,
+                           lambda: b.run(b.inventory(parallel_conf)), count_inv)
+
+            static_path = static_inventory(listing, os.path.join(work, "static.yml"))
+            static = measure("ansible-inventory static YAML", args.runs,
+                             lambda: b.run(b.inventory(static_path)), count_inv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("%d instances, simulator latency %d ms per request, median of %d runs (wall time, s)"
+          % (args.count, args.latency, args.runs))
+    print("%-46s %8s %8s %8s %9s" % ("", "median", "min", "max", "API calls"))
+    for row in (cli, cold_par, cold_seq, warm, static):
+        print("%-46s %8.2f %8.2f %8.2f %9d" % (row["label"], row["median"], row["min"], row["max"], row["calls"]))
+    ratio_cold = cold_par["median"] / cli["median"]
+    ratio_warm = warm["median"] / static["median"]
+    print("cold / CLI          = %.2f  (target <= 0.50: %s)" % (ratio_cold, "met" if ratio_cold <= 0.5 else "NOT met"))
+    print("warm / static file  = %.2f  (target <= 1.20: %s)" % (ratio_warm, "met" if ratio_warm <= 1.2 else "NOT met"))
+    print("warm API calls      = %d     (target 0: %s)" % (warm["calls"], "met" if warm["calls"] == 0 else "NOT met"))
+    print("cold parallel / cold sequential = %.2f" % (cold_par["median"] / cold_seq["median"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -19,7 +19,11 @@ sha() { sha256sum | cut -c1-12; }
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # Recipe hashes chain: a change in the base changes every image built on it.
-BASE_KEY=$(printf 'debootstrap --variant=minbase %s %s v1' "$SUITE" "$MIRROR" | sha)
+DEBOOTSTRAP_KEY=$(printf 'debootstrap --variant=minbase %s %s v1' "$SUITE" "$MIRROR" | sha)
+# What the base image leaves out of the debootstrap tarball: downloaded .debs, apt lists, docs,
+# man pages and locales (~110 MB that every image and every `docker save | docker load` would carry).
+STRIP=('./var/cache/apt/archives/*.deb' './var/lib/apt/lists/*' './usr/share/doc/*' './usr/share/man/*' './usr/share/locale/*')
+BASE_KEY=$(printf '%s strip:%s' "$DEBOOTSTRAP_KEY" "${STRIP[*]}" | sha)
 BASE_IMG=local/llmops-debian:$SUITE-$BASE_KEY
 recipe_hash() { # $1 parent hash, rest: files/dirs of the recipe
   local parent=$1; shift
@@ -31,7 +35,7 @@ STANDIN_KEY=$(recipe_hash "$BASE_KEY" "$HERE/images/standin" "$ROOT/tools/engine
 
 build_base() {
   have "$BASE_IMG" && { log "base $BASE_IMG cached"; return 0; }
-  local tar="$CACHE/debootstrap-$SUITE-minbase-$BASE_KEY.tar"
+  local tar="$CACHE/debootstrap-$SUITE-minbase-$DEBOOTSTRAP_KEY.tar"
   if [ ! -s "$tar" ]; then
     command -v debootstrap >/dev/null || { echo "debootstrap missing: run tools/setup-host.sh" >&2; exit 1; }
     mkdir -p "$CACHE"
@@ -45,7 +49,11 @@ build_base() {
     rm -rf "$ROOTFS"
   fi
   log "import $tar as $BASE_IMG"
-  docker import "$tar" "$BASE_IMG" >/dev/null
+  local slim; slim=$(mktemp "$CACHE/base.XXXXXX.tar")
+  cp "$tar" "$slim"
+  tar --delete --wildcards --wildcards-match-slash -f "$slim" "${STRIP[@]}" 2>/dev/null || true
+  docker import "$slim" "$BASE_IMG" >/dev/null
+  rm -f "$slim"
 }
 
 build_one() { # name key dir [extra build args...]

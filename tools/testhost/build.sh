@@ -96,6 +96,13 @@ print_tags() {
   echo "vllm=$VLLM_IMAGE"
 }
 
+# Parallel test sessions share the engine: one build at a time, the others then find the tags.
+if [ "${1:-all}" != --print-tags ]; then
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/build.lock"
+  flock 9
+fi
+
 case "${1:-all}" in
   base) build_base ;;
   testhost) build_testhost ;;

@@ -51,17 +51,17 @@ def gpu_names(req):
 
 
 def search(req):
-    return 200, {"offers": offers_mod.search(req.sim.available_offers(), _body_dict(req))}
+    return 200, {"offers": offers_mod.search(req.sim.available_offers(), _body_dict(req), req.sim.index)}
 
 
 def search_get(req):
     q = req.qjson("q", {})
-    return 200, {"offers": offers_mod.search(req.sim.available_offers(), q if isinstance(q, dict) else {})}
+    return 200, {"offers": offers_mod.search(req.sim.available_offers(), q if isinstance(q, dict) else {}, req.sim.index)}
 
 
 def search_new(req):
     q = _body_dict(req).get("q") or {}
-    return 200, {"offers": offers_mod.search(req.sim.available_offers(), q)}
+    return 200, {"offers": offers_mod.search(req.sim.available_offers(), q, req.sim.index)}
 
 
 # --- create ---------------------------------------------------------------------------------
@@ -177,9 +177,8 @@ def _filter_instances(sim, filters):
         if col in COMPUTED_COLUMNS or col not in STORED_COLUMNS:
             raise ApiError(400, "invalid_request", f"{col} is not a valid search key")
     checks = offers_mod.compile_filters(filters, no_coerce=STRING_COLUMNS)
-    now = sim.clock.now()
-    rows = [inst.row(now) for inst in sim.live_instances()]
-    return [r for r in rows if offers_mod.matches(r, checks)]
+    views = [inst.filter_view() for inst in sim.live_instances()]
+    return [v for v in views if offers_mod.matches(v, checks)]
 
 
 def _sort_rows(rows, order_by):
@@ -257,7 +256,8 @@ def list_v1(req):
         # keyset on the last row seen; if that row vanished, fall back to its position
         ids = [r["id"] for r in rows]
         start = ids.index(tok["id"]) + 1 if tok["id"] in ids else min(int(tok["o"]), len(rows))
-    page = rows[start:start + limit]
+    now = sim.clock.now()
+    page = [sim.instances[v["id"]].row(now) for v in rows[start:start + limit]]   # full rows for this page only
     nxt = None
     if start + limit < len(rows) and page:
         nxt = _token({"id": page[-1]["id"], "o": start + len(page), "f": fp})

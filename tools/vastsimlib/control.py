@@ -18,8 +18,10 @@ def handle(app, method, path, query, raw):
         with sim.lock:
             sim.tick()
             out = _route(app, sim, method, path, body)
-            if method != "GET" and sim.state_file:
-                sim.save()
+            if method != "GET":
+                sim.invalidate_caches()
+                if sim.state_file:
+                    sim.save()
             return out
     except ApiError as e:
         return e.status, e.body()

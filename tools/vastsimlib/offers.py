@@ -121,31 +121,43 @@ def generate(count, seed, now):
     return offers
 
 
-def priced(offer, allocated_storage, kind="on-demand"):
-    """A copy of `offer` with the storage-dependent price fields filled for `allocated_storage` GB."""
-    o = dict(offer)
-    gb = float(allocated_storage)
-    storage_total = o["storage_cost"] * gb / 720.0  # $/GB/month → $/h (30-day month)
-    base = o["min_bid"] if kind == "bid" else o["dph_base"]
-    if kind == "reserved":
+PRICE_FIELDS = ("storage_total_cost", "dph_total", "dph_total_adj", "is_bid", "vram_costperhour",
+                "discounted_hourly", "discounted_dph_total", "dlperf_per_dphtotal", "flops_per_dphtotal",
+                "score", "internet_up_cost_per_tb", "internet_down_cost_per_tb")
+
+
+def price_view(o, allocated_storage, kind="on-demand"):
+    """The fields that depend on allocated_storage and rental type, without copying the offer
+    (searches filter and sort on these over the whole catalogue)."""
+    storage_total = o["storage_cost"] * float(allocated_storage) / 720.0  # $/GB/month → $/h (30 days)
+    if kind == "bid":
+        base = o["min_bid"]
+    elif kind == "reserved":
         base = round(o["dph_base"] * (1 - o["discount_rate"]), 6)
-    total = base + storage_total
-    o["storage_total_cost"] = round(storage_total, 6)
-    o["dph_total"] = round(total, 6)
-    o["dph_total_adj"] = o["dph_total"]
-    o["is_bid"] = kind == "bid"
-    o["vram_costperhour"] = round(total / max(1.0, o["gpu_total_ram"] / 1024.0), 6)
-    o["discounted_hourly"] = round(o["dph_base"] * (1 - o["discount_rate"]), 6)
-    o["discounted_dph_total"] = round(o["discounted_hourly"] + storage_total, 6)
-    o["dlperf_per_dphtotal"] = round(o["dlperf"] / total, 4) if total else 0.0
-    o["flops_per_dphtotal"] = round(o["total_flops"] / total, 4) if total else 0.0
-    o["score"] = round(o["dlperf_per_dphtotal"] * o["reliability"], 4)
-    prices = {"gpuCostPerHour": base, "diskHour": round(storage_total, 6), "totalHour": o["dph_total"],
-              "discountTotalHour": 0.0, "discountedTotalPerHour": o["dph_total"]}
+    else:
+        base = o["dph_base"]
+    total = round(base + storage_total, 6)
+    discounted = round(o["dph_base"] * (1 - o["discount_rate"]), 6)
+    dl = round(o["dlperf"] / total, 4) if total else 0.0
+    return {"storage_total_cost": round(storage_total, 6), "dph_total": total, "dph_total_adj": total,
+            "is_bid": kind == "bid", "vram_costperhour": round(total / max(1.0, o["gpu_total_ram"] / 1024.0), 6),
+            "discounted_hourly": discounted, "discounted_dph_total": round(discounted + storage_total, 6),
+            "dlperf_per_dphtotal": dl, "flops_per_dphtotal": round(o["total_flops"] / total, 4) if total else 0.0,
+            "score": round(dl * o["reliability"], 4),
+            "internet_up_cost_per_tb": round(o["inet_up_cost"] * 1024, 3),
+            "internet_down_cost_per_tb": round(o["inet_down_cost"] * 1024, 3), "_base": base}
+
+
+def priced(offer, allocated_storage, kind="on-demand", view=None):
+    """A copy of `offer` with the storage-dependent price fields filled for `allocated_storage` GB."""
+    pv = view or price_view(offer, allocated_storage, kind)
+    o = dict(offer)
+    o.update(pv)
+    base = o.pop("_base")
+    prices = {"gpuCostPerHour": base, "diskHour": pv["storage_total_cost"], "totalHour": pv["dph_total"],
+              "discountTotalHour": 0.0, "discountedTotalPerHour": pv["dph_total"]}
     o["search"] = prices
     o["instance"] = dict(prices)
-    o["internet_up_cost_per_tb"] = round(o["inet_up_cost"] * 1024, 3)
-    o["internet_down_cost_per_tb"] = round(o["inet_down_cost"] * 1024, 3)
     return o
 
 
@@ -263,22 +275,91 @@ def matches(row, checks):
     return True
 
 
-def sort_key_for(field, direction):
-    desc = str(direction).lower().startswith("d")
-
-    def key(row):
-        v = row.get(field)
-        missing = v is None
-        if isinstance(v, bool):
-            v = int(v)
-        if not isinstance(v, (int, float)):
-            v = 0 if missing else v
-        return (missing, -v if desc and isinstance(v, (int, float)) else v)
-    return key, desc
+def _getter(field):
+    if field in ("gpu_name", "geolocation", "driver_version"):
+        return lambda row: _row_value(field, row)
+    return lambda row: row.get(field)
 
 
-def search(catalogue, query):
-    """Run a /bundles/ query over `catalogue` (available offers). Returns priced offer dicts."""
+def predicate(field, op, value):
+    """One compiled check; filtering list-by-list with these is ~2x faster than matches()."""
+    get = _getter(field)
+    if op == "eq":
+        return lambda r: get(r) == value
+    if op == "neq":
+        return lambda r: get(r) != value
+    if op == "in":
+        return lambda r: get(r) in value
+    if op == "notin":
+        return lambda r: get(r) not in value
+    return lambda r: _test(op, get(r), value)
+
+
+def apply_checks(rows, checks):
+    for field, op, value in checks:
+        pred = predicate(field, op, value)
+        rows = [r for r in rows if pred(r)]
+    return rows
+
+
+class Index:
+    """Value → offer-id sets, built lazily per field over the (static) catalogue, so eq/in
+    checks (the CLI's verified/external/rentable defaults, gpu_name, num_gpus…) are set lookups."""
+
+    def __init__(self, catalogue):
+        self.catalogue = catalogue
+        self.fields = {}
+        self.numeric_fields = {}
+
+    def numeric(self, field):
+        """True when every offer has a plain number in `field` (sortable without type guards)."""
+        if field not in self.numeric_fields:
+            self.numeric_fields[field] = all(
+                isinstance(o.get(field), (int, float)) for o in self.catalogue)
+        return self.numeric_fields[field]
+
+    def ids(self, field, op, value):
+        """Offer ids satisfying an eq/in check, or None when the check cannot use the index."""
+        if op not in ("eq", "in"):
+            return None
+        values = value if op == "in" else [value]
+        try:
+            idx = self.fields.get(field)
+            if idx is None:
+                idx = {}
+                for o in self.catalogue:
+                    idx.setdefault(_row_value(field, o), set()).add(o["id"])
+                self.fields[field] = idx
+            out = set()
+            for v in values:
+                out |= idx.get(v, set())
+            return out
+        except TypeError:   # unhashable query value: fall back to a predicate
+            return None
+
+
+_VIEWS = {}   # (allocated_storage, kind) → {offer id: price view}; offers' prices never change
+
+
+def _views_for(storage, kind, offers):
+    key = (float(storage), kind)
+    cache = _VIEWS.get(key)
+    if cache is None:
+        if len(_VIEWS) >= 8:
+            _VIEWS.clear()
+        cache = _VIEWS[key] = {}
+    out = []
+    for o in offers:
+        pv = cache.get(o["id"])
+        if pv is None:
+            pv = cache[o["id"]] = price_view(o, storage, kind)
+        out.append((o, pv))
+    return out
+
+
+def search(catalogue, query, index=None):
+    """Run a /bundles/ query over `catalogue` (available offers). Returns priced offer dicts.
+    `index` (an Index over the full catalogue) speeds up eq/in checks."""
     if not isinstance(query, dict):
         raise ApiError(400, "invalid_args", "query must be a JSON object")
     kind = TYPES.get(str(query.get("type", "on-demand")).lower())
@@ -294,36 +375,60 @@ def search(catalogue, query):
         raise ApiError(400, "invalid_args", "limit must be an integer")
     limit = max(1, min(limit, MAX_LIMIT))
     order = query.get("order", [["score", "desc"]]) or [["score", "desc"]]
-    if not isinstance(order, list) or not all(isinstance(o, (list, tuple)) and len(o) >= 1 for o in order):
+    if not isinstance(order, list) or not all(isinstance(o, (list, tuple)) and len(o) >= 1
+                                              and isinstance(o[0], str) for o in order):
         raise ApiError(400, "invalid_args", "order must be a list of [field, direction]")
     filters = {k: v for k, v in query.items() if k not in TOP_LEVEL}
     checks = compile_filters(filters)
-    # price-dependent fields (dph_total, score…) must be computed before filtering/sorting
-    price_fields = {"dph_total", "dph_total_adj", "storage_total_cost", "dlperf_per_dphtotal",
-                    "flops_per_dphtotal", "score", "vram_costperhour", "discounted_dph_total",
-                    "discounted_hourly", "is_bid", "internet_up_cost_per_tb", "internet_down_cost_per_tb"}
-    needs_price = any(c[0] in price_fields for c in checks) or any(
-        ALIASES.get(o[0], o[0]) in price_fields for o in order)
+    order = [(ALIASES.get(spec[0], spec[0]), spec[1] if len(spec) > 1 else "asc") for spec in order]
+    price_fields = set(PRICE_FIELDS)
+    needs_price = any(c[0] in price_fields for c in checks) or any(f in price_fields for f, _ in order)
     if kind == "reserved":
         rows = [o for o in catalogue if o["hosting_type"] == 1 or o["verified"]]
     else:
         rows = catalogue
-    # filter on stored fields first, then price only the survivors (keeps 10k-offer searches fast)
+    # filter on stored fields first, then compute prices only for the survivors
     plain = [c for c in checks if c[0] not in price_fields]
     pricey = [c for c in checks if c[0] in price_fields]
-    rows = [o for o in rows if matches(o, plain)]
+    if index is not None:
+        wanted, rest = None, []
+        for check in plain:
+            ids = index.ids(*check)
+            if ids is None:
+                rest.append(check)
+            else:
+                wanted = ids if wanted is None else wanted & ids
+        if wanted is not None:
+            if len(wanted) * 4 < len(rows):
+                # few candidates: walk them instead of the catalogue (ids ascend like the catalogue)
+                avail = {o["id"]: o for o in rows} if not hasattr(rows, "by_id") else rows.by_id
+                rows = [avail[i] for i in sorted(wanted) if i in avail]
+            else:
+                rows = [o for o in rows if o["id"] in wanted]
+        plain = rest
+    rows = apply_checks(rows, plain)
     if needs_price:
-        rows = [priced(o, storage, kind) for o in rows]
-        rows = [o for o in rows if matches(o, pricey)]
-    for spec in reversed(order):
-        field = ALIASES.get(spec[0], spec[0])
-        direction = spec[1] if len(spec) > 1 else "asc"
-        key, desc = sort_key_for(field, direction)
-        if rows and not isinstance(rows[0].get(field), (int, float, bool, type(None))):
-            rows = sorted(rows, key=lambda r: (r.get(field) is None, str(r.get(field) or "")), reverse=desc)
+        items = _views_for(storage, kind, rows)
+        for f, op, v in pricey:
+            pred = predicate(f, op, v)
+            items = [it for it in items if pred(it[1])]
+    else:
+        items = [(o, None) for o in rows]
+    for field, direction in reversed(order):
+        desc = str(direction).lower().startswith("d")
+        if field in price_fields:      # price views are always numbers
+            items.sort(key=lambda it, f=field: it[1][f], reverse=desc)
+        elif index is not None and index.numeric(field):
+            items.sort(key=lambda it, f=field: it[0][f], reverse=desc)
         else:
-            rows = sorted(rows, key=key)
-    rows = rows[:limit]
-    if not needs_price:
-        rows = [priced(o, storage, kind) for o in rows]
-    return rows
+            items.sort(key=lambda it, f=field: _sortable(it[0].get(f)), reverse=desc)
+    return [priced(o, storage, kind, pv) for o, pv in items[:limit]]
+
+
+def _sortable(v):
+    """Sort key that never compares across types: numbers, then strings; None last (asc)."""
+    if v is None:
+        return (2, 0.0, "")
+    if isinstance(v, (int, float)):
+        return (0, float(v), "")
+    return (1, 0.0, str(v))

@@ -223,8 +223,10 @@ class Handler(BaseHTTPRequestHandler):
                 app.limiter.check(req.key or self.client_address[0], endpoint, method)
                 app.sim.tick()
                 status, obj = handler(req)
-                if method != "GET" and app.sim.state_file:
-                    app.sim.save()
+                if method != "GET":
+                    app.sim.invalidate_caches()
+                    if app.sim.state_file:
+                        app.sim.save()
         except ApiError as e:
             status, obj = e.status, e.body()
         except Exception:

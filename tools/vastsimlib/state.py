@@ -24,7 +24,7 @@ T_SCHEDULE = 2.0       # start accepted → loading (when the GPU is free)
 
 STORED_COLUMNS = {"id", "label", "actual_status", "intended_status", "cur_state", "next_state",
                   "gpu_name", "verification", "machine_id", "host_id", "image_uuid", "start_date",
-                  "num_gpus_stored", "geolocation", "template_id", "template_hash_id", "is_bid",
+                  "geolocation", "template_id", "template_hash_id", "is_bid",
                   "image_runtype", "status_msg", "disk_space", "end_date"}
 COMPUTED_COLUMNS = {"dph_total", "num_gpus", "dph_base", "duration", "reliability2", "dlperf",
                     "cpu_ram", "gpu_ram", "inet_up", "inet_down", "total_flops", "storage_total_cost"}
@@ -107,6 +107,19 @@ class Instance:
             self.gpu_intervals.append([t, None])
         self.actual_status = status
 
+    def filter_view(self):
+        """The stored columns only: cheap enough to build for every instance on every list call."""
+        o = self.offer
+        return {"id": self.id, "label": self.label, "actual_status": self.actual_status,
+                "intended_status": self.intended_status, "cur_state": self.cur_state,
+                "next_state": self.next_state, "gpu_name": o.get("gpu_name"),
+                "verification": o.get("verification"), "machine_id": o.get("machine_id"),
+                "host_id": o.get("host_id"), "image_uuid": self.image, "start_date": self.start_date,
+                "geolocation": o.get("geolocation"), "template_id": self.template_id,
+                "template_hash_id": self.template_hash_id, "is_bid": self.bid is not None,
+                "image_runtype": self.runtype, "status_msg": self.status_msg, "disk_space": self.disk,
+                "end_date": o.get("end_date")}
+
     def row(self, now):
         o = self.offer
         running = self.actual_status == "running"
@@ -160,6 +173,11 @@ class Instance:
         return inst
 
 
+class AvailableOffers(list):
+    """A list of offers that also carries `by_id` (offer id → offer)."""
+    by_id = None
+
+
 class Sim:
     def __init__(self, api_key="sim-key", seed=1, n_offers=400, speed=1.0, hosts=None,
                  state_file=None, credit=100.0):
@@ -171,6 +189,7 @@ class Sim:
         now = self.clock.now()
         self.catalogue = offers_mod.generate(n_offers, seed, now)
         self.by_offer = {o["id"]: o for o in self.catalogue}
+        self.index = offers_mod.Index(self.catalogue)
         self.rented = {}           # offer id → instance id (ours)
         self.taken = set()         # offer ids rented by "another tenant"
         self.unavailable = set()   # listed, but the machine cannot schedule (cancel_unavail)
@@ -193,6 +212,8 @@ class Sim:
         self.ssh_keys = []         # account keys: {"id","key","created_at"}
         self.next_key_id = 90001
         self.extra_key_ids = {}    # key text → id for keys attached only to instances
+        self.credit_hint = None    # (sim time, credit then, max $/h) — see _credit_unless_surely_positive
+        self._available = None
         self.results = {}          # token → text, for logs/execute result_url
         self.hosts = hosts
         if state_file and os.path.exists(state_file):
@@ -212,7 +233,17 @@ class Sim:
         return inst
 
     def available_offers(self):
-        return [o for o in self.catalogue if o["id"] not in self.rented and o["id"] not in self.taken]
+        """Offers nobody rents, in catalogue order; cached until the next mutation."""
+        if self._available is None:
+            rows = AvailableOffers(o for o in self.catalogue if o["id"] not in self.rented and o["id"] not in self.taken)
+            rows.by_id = {o["id"]: o for o in rows}
+            self._available = rows
+        return self._available
+
+    def invalidate_caches(self):
+        """Called after every mutating request (API or control)."""
+        self._available = None
+        self.credit_hint = None
 
     def credit(self):
         return self.credit_base - billing.total_spent(self.instances.values(), self.clock.now())
@@ -225,12 +256,28 @@ class Sim:
             if inst.destroyed_at is None:
                 self._advance(inst, now)
         # zero balance: vast stops running instances when credit runs out
-        if any(i.actual_status in billing.BILLABLE_GPU for i in self.live_instances()):
-            credit = self.credit()
-            if credit <= 0:
-                self._stop_for_credit(now, -credit)
+        credit = self._credit_unless_surely_positive(now)
+        if credit is not None and credit <= 0:
+            self._stop_for_credit(now, -credit)
         self.last_tick = now
         return now
+
+    def _credit_unless_surely_positive(self, now):
+        """Cheap guard for the zero-credit check: the last computed credit minus the highest
+        possible spend since then (every live GPU billing) is still positive → skip the O(n) sum.
+        Any mutation resets the hint (invalidate_caches). Returns the credit or None."""
+        hint = self.credit_hint
+        if hint is not None:
+            t0, c0, rate = hint
+            if c0 - rate * max(0.0, now - t0) / 3600.0 > 0:
+                return None
+        live = self.live_instances()
+        if not any(i.actual_status in billing.BILLABLE_GPU for i in live):
+            return None
+        rate = sum(i.gpu_rate + billing.storage_rate(i) for i in live)
+        credit = self.credit()
+        self.credit_hint = (now, credit, rate)
+        return credit
 
     def _stop_for_credit(self, now, overshoot):
         """Stop billable instances at the moment credit reached zero (rates assumed constant
@@ -324,6 +371,7 @@ class Sim:
             inst.pending = (now + T_PROVISION, "loading")
         self.instances[iid] = inst
         self.rented[offer_id] = iid
+        self._available = None
         if self.hosts is not None:
             self.hosts.on_create(inst)
         return inst
@@ -389,6 +437,7 @@ class Sim:
         inst.destroyed_at = now
         # destroy frees the machine: the offer is listed again
         self.rented.pop(inst.offer["id"], None)
+        self._available = None
         if self.hosts is not None:
             self.hosts.on_destroy(inst)
 

@@ -128,12 +128,16 @@ def test_invoices_v1_invoices_and_charges(sim, home, running):
     now = int(sim.now())
     inv = cli_json(sim, home, "show", "invoices-v1", "--invoices", "-s", str(now - 86400), "-e", str(now + 60), "--raw")
     assert inv["success"] and inv["results"][0]["amount"] == pytest.approx(-100.0)
-    ch = cli_json(sim, home, "show", "invoices-v1", "--charges", "-s", str(now - 86400), "-e", str(now + 60),
+    # the window ends at `now`, already past when the CLI asks, so its answer is fixed
+    ch = cli_json(sim, home, "show", "invoices-v1", "--charges", "-s", str(now - 86400), "-e", str(now),
                   "-l", "100", "--raw")
     rows = {r["source"]: r for r in ch["results"]}
     assert f"instance-{iid}" in rows
+    same = api(sim, "GET", "/api/v0/charges/", params={"select_filters": {"day": {"gte": now - 86400, "lte": now}},
+                                                      "limit": 100}).json()
+    assert {r["source"]: r["amount"] for r in same["results"]} == {k: r["amount"] for k, r in rows.items()}
     led = sim.ledger()["instances"][str(iid)]
-    assert rows[f"instance-{iid}"]["amount"] == pytest.approx(led["total"], rel=0.02)
+    assert 0.9 * led["total"] < rows[f"instance-{iid}"]["amount"] <= led["total"]   # 2 h of a longer run
     assert {i["type"] for i in rows[f"instance-{iid}"]["items"]} == {"gpu", "disk"}
 
 

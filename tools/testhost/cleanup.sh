@@ -10,8 +10,9 @@ all=0; [ "${1:-}" = --all ] && all=1
 ids=()
 while read -r id pid; do
   [ -n "$id" ] || continue
-  if [ "$all" = 1 ] || [ -z "$pid" ] || [ ! -e "/proc/$pid" ]; then ids+=("$id"); fi
-done < <(docker ps -aq --filter label=llmops-vastai.vastsim=1 --format '{{.ID}} {{.Label "llmops-vastai.vastsim.pid"}}')
+  # Without --all only boxes whose simulator is known and gone (a box without a pid label is kept).
+  if [ "$all" = 1 ] || { [ -n "$pid" ] && [ ! -e "/proc/$pid" ]; }; then ids+=("$id"); fi
+done < <(docker ps -a --filter label=llmops-vastai.vastsim=1 --format '{{.ID}} {{.Label "llmops-vastai.vastsim.pid"}}')
 if [ "$all" = 1 ]; then
   while read -r id; do [ -n "$id" ] && ids+=("$id"); done < <(docker ps -aq --filter label=llmops-vastai.test=1)
 fi

@@ -216,3 +216,28 @@ def test_state_restore_recreates_the_box(images, keys, tmp_path):
             time.sleep(0.3)
         assert ssh(keys["account"], int(row["ssh_port"]), "ls /root/marker", check=False).returncode != 0
         assert list(containers(sim.proc.pid).values()) == ["running"]
+
+
+def test_orphans_of_dead_simulators_are_removed_live_ones_kept(images):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = {}
+    for kind, pid in (("dead", dead.pid), ("live", os.getpid())):
+        names[kind] = f"vastsim-orphan-test-{kind}-{os.getpid()}"
+        docker("run", "-d", "--name", names[kind], "--label", f"{LABEL}=1", "--label", f"{LABEL}.pid={pid}",
+               "--entrypoint", "sleep", images["standin"], "300")
+    try:
+        for tool in ("sim", "script"):
+            if tool == "sim":
+                with start_vastsim(hosts="docker"):
+                    pass
+            else:
+                docker("run", "-d", "--name", names["dead"], "--label", f"{LABEL}=1", "--label",
+                       f"{LABEL}.pid={dead.pid}", "--entrypoint", "sleep", images["standin"], "300")
+                out = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "..", "tools", "testhost",
+                                                   "cleanup.sh")], capture_output=True, text=True, check=True)
+                assert "removed 1 container" in out.stdout
+            present = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+            assert names["dead"] not in present and names["live"] in present, tool
+    finally:
+        docker("rm", "-f", *names.values(), check=False)

@@ -112,7 +112,7 @@ class DockerBackend(HostBackend):
 
     def _remove_orphans(self):
         """Containers left by simulators that died without close() (kill -9, crash)."""
-        out = self.docker("ps", "-aq", "--filter", f"label={LABEL}=1", "--format",
+        out = self.docker("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
                           '{{.ID}} {{.Label "' + LABEL + '.pid"}}', check=False).stdout
         dead = []
         for line in out.splitlines():

@@ -20,7 +20,7 @@ The hooks run under sim.lock and must not block: every docker call happens in a 
 per instance that executes that instance's operations in order.
 Containers carry the label llmops-vastai.vastsim=1 (and the owning simulator's pid); close()
 removes this simulator's containers, and a new simulator removes those of dead simulators.
-By hand: docker rm -f -v $(docker ps -aq --filter label=llmops-vastai.vastsim=1)
+By hand: tools/testhost/cleanup.sh
 """
 import os
 import queue

@@ -26,6 +26,7 @@ PLAN = [
     ("dup", DIRECT),
     (None, PROXY),
     ("weird label!", PROXY),
+    ("{{ 7 * 6 }}", PROXY),  # API data must never be templated
     ("llm-stopped", DIRECT),
 ]
 
@@ -88,7 +89,7 @@ def test_hosts_named_by_label_with_id_fallback(sim, inventory):
     running = {i for i, r in rows(sim).items() if r["actual_status"] == "running"}
     assert {hv["vast_id"] for hv in run.hostvars.values()} == running
     dup = sim.ids["dup"]
-    expected = {"llm-direct-1", "llm-proxy-1", "train-a", "weird_label_"}
+    expected = {"llm-direct-1", "llm-proxy-1", "train-a", "weird_label_", "___7___6___"}
     expected |= {"vast-%d" % i for i in dup + sim.ids[None]}
     assert run.hosts == expected
     assert "llm-stopped" not in run.hosts  # default statuses: [running]
@@ -144,6 +145,15 @@ def test_hostvars_fields(sim, inventory):
         "vast_gpu_name", "vast_extra_env", "vast_status", "vast_cost_per_hour", "vast_uptime_seconds",
         "vast_port_map", "vast_ssh_kind"}
     assert hv["ansible_host"] == row["public_ipaddr"]
+
+
+def test_api_values_are_never_templated(sim, inventory):
+    run = inventory(sim, {"compose": {"label_copy": "vast_label"}})
+    assert run.rc == 0, run.err
+    assert run.hostvars["___7___6___"]["vast_label"] == "{{ 7 * 6 }}"
+    assert run.hostvars["___7___6___"]["label_copy"] == "{{ 7 * 6 }}"
+    assert run.raw["_meta"]["hostvars"]["___7___6___"]["vast_label"] == {"__ansible_unsafe": "{{ 7 * 6 }}"}
+    assert "42" not in json.dumps(run.hostvars["___7___6___"].get("label_copy"))
 
 
 def test_direct_and_proxy_endpoints(sim, inventory):

@@ -127,7 +127,7 @@ class VastModule(object):
             result["failure"] = exc.to_dict()
         self.module.fail_json(msg=msg, **result)
 
-    def fail_vast(self, exc, doing=None):
+    def fail_vast(self, exc, doing=None, **extra):
         if isinstance(exc, VastAuthError):
             msg = "authentication failed: vast.ai rejected the API key (%s); check api_key / VAST_API_KEY" % exc.msg
         elif isinstance(exc, VastRateLimitError):
@@ -139,7 +139,7 @@ class VastModule(object):
             msg = "vast.ai API error: %s" % exc
         if doing:
             msg = "%s: %s" % (doing, msg)
-        self.fail(msg, exc=exc)
+        self.fail(msg, exc=exc, **extra)
 
     # -- waiting
     def wait_instance(self, instance_id, done, timeout, interval, fail_fast=None):

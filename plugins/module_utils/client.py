@@ -337,6 +337,15 @@ class VastClient(object):
     def attach_ssh_key(self, instance_id, key):
         return self.request("POST", "/instances/%s/ssh/" % int(instance_id), body={"ssh_key": key})
 
+    def account_ssh_keys(self):
+        """Public keys on the account (the list may come bare or as {"ssh_keys": [...]})."""
+        body = self.request("GET", "/ssh/")
+        rows = body.get("ssh_keys") if isinstance(body, dict) else body
+        return [r for r in (rows or []) if isinstance(r, dict)]
+
+    def add_account_ssh_key(self, key):
+        return self.request("POST", "/ssh/", body={"ssh_key": key})
+
     def logs(self, instance_id, tail=50, poll_tries=30, poll_interval=0.3):
         """Last ``tail`` lines of the instance log as text ('' when unavailable)."""
         body = self.request("PUT", "/instances/request_logs/%s/" % int(instance_id), body={"tail": str(int(tail))})

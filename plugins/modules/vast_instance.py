@@ -209,7 +209,8 @@ options:
     description:
       - Rent a full VM instead of a container (systemd and Docker available). Needs a
         VM-capable offer (added to the filters automatically). Creation only.
-      - SSH keys of a VM must be on the account before creation; O(ssh_keys) are not attached to VMs.
+      - VMs take their SSH keys from the account at creation, so O(ssh_keys) missing there are
+        added to the account first.
     type: bool
     default: false
   bid_price:
@@ -222,7 +223,9 @@ options:
     description: Docker login arguments for a private registry (C(-u user -p token registry)). Creation only.
     type: str
   ssh_keys:
-    description: Public SSH keys attached to the new container instance. Creation only.
+    description:
+      - Public SSH keys for the new instance. Creation only.
+      - Attached to a container instance after creation; for O(vm=true) added to the account before creation.
     type: list
     elements: str
     default: []
@@ -422,11 +425,16 @@ from ansible_collections.llmops.vastai.plugins.module_utils.query import (
 CREATION_OPTIONS = ("offer_id", "offer_filters", "image", "template_hash")
 RUNTYPES = {"ssh_direct": "ssh_direc ssh_proxy", "ssh_proxy": "ssh_proxy", "args": "args"}
 STOPPED = ("stopped", "exited")
-RECONCILE_TRIES = 3
+RECONCILE_TRIES = 5
 
 
 class CreateFailed(Exception):
     pass
+
+
+def _key_material(text):
+    """'ssh-ed25519 AAAA... comment' -> 'ssh-ed25519 AAAA...' (comments differ, keys do not)."""
+    return " ".join(str(text or "").split()[:2])
 
 
 class VastInstance(VastModule):
@@ -599,17 +607,30 @@ class VastInstance(VastModule):
             raise CreateFailed("refusing to create: account credit $%.2f is below min_credit $%.2f" % (
                 credit, p["min_credit"]))
 
-    def reconcile(self, label):
-        """After a create error: the instance may exist anyway (lost answer). Exactly one -> adopt."""
+    def reconcile(self, label, offer_id, cause):
+        """After a create error the instance may exist anyway (lost answer): look the label up
+        again, riding out lagging lists and error storms. Exactly one -> adopt it."""
+        last = None
         for attempt in range(RECONCILE_TRIES):
-            rows = self.by_label(label)
-            if len(rows) == 1:
-                return rows[0]
-            if len(rows) > 1:
-                self.fail("after an interrupted create, label %r matches %d instances (ids %s); "
-                          "destroy the extra ones" % (label, len(rows), ", ".join(str(r["id"]) for r in rows)),
-                          instance_ids=[r["id"] for r in rows])
-            time.sleep(min(1.0, self.params["poll_interval"]) * (attempt + 1))  # lists can lag a create
+            try:
+                rows = self.by_label(label)
+            except VastError as e:
+                last, rows = e, None
+            if rows is not None:
+                last = None
+                if len(rows) == 1:
+                    return rows[0]
+                if len(rows) > 1:
+                    self.fail("after an interrupted create, label %r matches %d instances (ids %s); destroy the "
+                              "extra ones" % (label, len(rows), ", ".join(str(r["id"]) for r in rows)),
+                              instance_ids=[r["id"] for r in rows])
+            if attempt + 1 < RECONCILE_TRIES:
+                time.sleep(min(2 ** attempt, 8) * min(1.0, self.params["poll_interval"]))
+        if last is not None:
+            self.fail("renting offer %s for %r failed (%s) and looking the label up again failed too (%s): an "
+                      "instance may have been rented and cost money; run the task again (it adopts the instance "
+                      "by label) or check vast_instance_info label=%s" % (offer_id, label, cause.msg, last.msg, label),
+                      exc=last)
         return None
 
     def create(self, label, target_state):
@@ -627,6 +648,7 @@ class VastInstance(VastModule):
             raise CreateFailed("no offer matches offer_filters; widen gpu_names, max_dph or min_reliability "
                                "(query: %s)" % build_query(p["offer_filters"], p["disk_gb"]))
         body = self.creation_body(label, target_state)
+        self.ensure_account_keys()
         last_error = None
         while len(tried) < p["max_offer_tries"]:
             offer = next((o for o in offers if o.get("machine_id") not in excluded
@@ -658,9 +680,13 @@ class VastInstance(VastModule):
                     return row, offer
                 continue
             except VastError as e:
-                # The answer may be lost while the rental happened: never retry blindly.
                 tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="error: %s" % e.msg))
-                row = self.reconcile(label)
+                if e.status is not None and 400 <= e.status < 500:
+                    # refused outright (bad request, auth, credit): nothing was rented
+                    self.audit("create", label=label, price=price, result="error", offer_id=offer["id"], detail=e.msg)
+                    self.fail_vast(e, doing="renting offer %s for %r was refused" % (offer["id"], label))
+                # The answer may be lost while the rental happened: never retry blindly.
+                row = self.reconcile(label, offer["id"], e)
                 if row is not None:
                     self.result["actions"].append("create answer lost; found instance %s by label" % row["id"])
                     self.audit("create", instance_id=row["id"], label=label, price=price, result="reconciled",
@@ -673,8 +699,11 @@ class VastInstance(VastModule):
             tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="created"))
             self.audit("create", instance_id=new_id, label=label, price=price, offer_id=offer["id"])
             self.created_ids.append(new_id)
-            self.attach_keys(new_id)
-            row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
+            try:
+                self.attach_keys(new_id)
+                row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
+            except VastError as e:
+                self.fail_vast(e, doing="instance %s (%s) was rented, but" % (new_id, label), instance_id=new_id)
             return row, offer
         ids = ", ".join(str(t["offer_id"]) for t in tried)
         raise CreateFailed("could not rent an instance: tried %d offer(s) (%s), all taken%s; widen max_dph or "
@@ -685,12 +714,21 @@ class VastInstance(VastModule):
         rows = self.by_label(label)
         return rows[0] if len(rows) == 1 else None
 
+    def ensure_account_keys(self):
+        """VMs take their SSH keys from the account at creation: add missing ones first."""
+        p = self.params
+        if not (p["vm"] and p["ssh_keys"]) or self.module.check_mode:
+            return
+        have = set(_key_material(k.get("public_key") or k.get("key")) for k in self.client.account_ssh_keys())
+        for key in p["ssh_keys"]:
+            if _key_material(key) not in have:
+                self.client.add_account_ssh_key(key)
+                self.result["actions"].append("add ssh key to the account (needed by VMs)")
+                have.add(_key_material(key))
+
     def attach_keys(self, instance_id):
         p = self.params
-        if not p["ssh_keys"]:
-            return
-        if p["vm"]:
-            self.module.warn("ssh_keys are not attached to VM instances; add them to the account before creating")
+        if not p["ssh_keys"] or p["vm"]:
             return
         for key in p["ssh_keys"]:
             self.client.attach_ssh_key(instance_id, key)
@@ -713,6 +751,9 @@ class VastInstance(VastModule):
         try:
             row = self.wait_instance(row["id"], lambda r: r.get("actual_status") == "running",
                                      p["wait_timeout"], p["poll_interval"], fail_fast)
+        except VastError as e:
+            self.fail_vast(e, doing="waiting for instance %s (%s) to run" % (row["id"], row.get("label")),
+                           instance_id=row["id"], changed=self.result["changed"])
         except WaitTimeout as e:
             self.wait_failed(e.row or row, "did not reach running within %ds" % p["wait_timeout"], created)
         except WaitFailed as e:
@@ -735,6 +776,9 @@ class VastInstance(VastModule):
         try:
             return self.wait_instance(row["id"], lambda r: r.get("actual_status") in STOPPED,
                                       p["wait_timeout"], p["poll_interval"])
+        except VastError as e:
+            self.fail_vast(e, doing="waiting for instance %s (%s) to stop" % (row["id"], row.get("label")),
+                           instance_id=row["id"])
         except WaitTimeout as e:
             self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], False)
 
@@ -774,12 +818,20 @@ class VastInstance(VastModule):
         label = self.resolve_label()
         if label is None and p["id"] is None:
             self.fail("give label, name or id to identify the instance")
+        found = None
         try:
-            row = self.find(label)
+            row = found = self.find(label)
             before = self.snapshot(row)
             row = self.ensure(row, label)
         except CreateFailed as e:
             self.fail(str(e))
+        except VastError as e:
+            iid = p["id"] if p["id"] is not None else (found or {}).get("id")
+            if iid is None:
+                raise
+            # name the instance, so nobody has to guess which one is in an unknown state
+            self.fail_vast(e, doing="instance %s (%s), state=%s" % (iid, label or "no label", p["state"]),
+                           instance_id=iid)
         self.result["instance"] = self.view(row) if row else None
         self.result["diff"] = dict(before=before, after=self.snapshot(row, self.result.get("_planned")))
         self.result.pop("_planned", None)

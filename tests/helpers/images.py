@@ -34,6 +34,9 @@ IMAGES = {
 }
 
 
+_engine_checked = None  # the DOCKER_HOST already seen answering (checked once per process)
+
+
 def systemd_run_flags():
     """`docker run` flags for a systemd container here (capability "fix A" of test-infra.md)."""
     with open(RUN_FLAGS_FILE) as f:
@@ -44,8 +47,11 @@ def docker_env():
     """Environment with DOCKER_HOST set to a running engine; starts the project's engine if none.
 
     The engine is shared and left running (dockerd.sh's data root keeps the image cache)."""
+    global _engine_checked
     env = dict(os.environ)
     env.setdefault("DOCKER_HOST", DEFAULT_DOCKER_HOST)
+    if _engine_checked == env["DOCKER_HOST"]:
+        return env
     if subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
         if env["DOCKER_HOST"] != DEFAULT_DOCKER_HOST:
             raise RuntimeError(f"no Docker engine answers at DOCKER_HOST={env['DOCKER_HOST']}")
@@ -53,6 +59,7 @@ def docker_env():
         if out.returncode != 0:
             raise RuntimeError(f"could not start the Docker engine: {out.stderr}")
     os.environ.setdefault("DOCKER_HOST", env["DOCKER_HOST"])
+    _engine_checked = env["DOCKER_HOST"]
     return env
 
 

@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DOCKERD := tools/testhost/dockerd.sh
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: setup host-deps test test-fast test-docker sanity lint demo bench faults clean
+.PHONY: setup host-deps test test-fast sanity lint demo bench faults images clean
 
 $(VENV)/.stamp: requirements.txt
 	python3 -m venv $(VENV)
@@ -28,18 +28,23 @@ setup: $(VENV)/.stamp $(COLL)/vastai
 host-deps:
 	tools/setup-host.sh
 
-# Everything that needs no Docker: unit tests, simulator conformance, modules and inventory
-# against the simulator.
+# Quick loop while developing: no Docker, no Molecule, no end-to-end.
 test-fast: setup
-	$(PYTEST) -q tests/unit tests/tools tests/integration
+	$(PYTEST) -q -m "not faults and not slow" tests/unit tests/tools/vastsim tests/integration
 
-# Real hosts: images, Molecule scenarios for the roles, end-to-end playbooks.
-test-docker: setup host-deps
-	$(DOCKERD) run $(PYTEST) -q tests/roles tests/e2e
-
+# Every test, under the project's own Docker engine (started and stopped here): unit, simulator
+# conformance (official CLI), modules and inventory against the simulator, images and the
+# simulator's docker hosts, Molecule scenarios for the roles, end-to-end playbooks, campaign
+# samples; then ansible-lint and ansible-test sanity.
 test: setup host-deps
-	$(PYTEST) -q tests/unit tests/tools tests/integration
-	$(DOCKERD) run $(PYTEST) -q tests/roles tests/e2e
+	$(DOCKERD) run $(PYTEST) -q -m "not faults and not slow" tests
+	$(MAKE) --no-print-directory lint sanity
+
+lint: setup
+	ansible-lint --profile production playbooks/ roles/
+
+sanity: setup
+	tests/sanity/run.sh
 
 demo: setup host-deps
 	$(DOCKERD) run tools/demo.sh
@@ -48,7 +53,10 @@ bench: setup host-deps
 	$(DOCKERD) run $(PY) -m tests.bench $(BENCH)
 
 faults: setup
-	$(PYTEST) -q tests/campaigns -m faults
+	$(PYTEST) -q -m faults tests/campaigns
+
+images: setup host-deps
+	$(DOCKERD) run tools/testhost/build.sh all
 
 clean:
 	rm -rf $(VENV) .collections tests/output

@@ -4,7 +4,9 @@ Prints figures only (no assertions): run `.venv/bin/python -m tests.bench.bench_
 """
 import concurrent.futures
 import json
+import os
 import statistics
+import sys
 import time
 
 import requests
@@ -43,6 +45,42 @@ def _run(fn, n, clients):
     wall = time.perf_counter() - t0
     lat.sort()
     return n / wall, statistics.median(lat) * 1000, lat[int(len(lat) * 0.95) - 1] * 1000
+
+
+def handler_cpu():
+    """CPU ms per call of the simulator's own work, in-process (no HTTP, no client): the part
+    that does not depend on how loaded the machine is."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+    from vastsimlib import api, control, offers
+    from vastsimlib.state import Sim
+
+    sim = Sim(n_offers=10000)
+    out = []
+    for name, q in QUERIES.items():
+        offers.search(sim.available_offers(), q, sim.index)
+        t = time.process_time()
+        for _ in range(20):
+            json.dumps({"offers": offers.search(sim.available_offers(), q, sim.index)})
+        out.append((f"search 10k offers: {name}", (time.process_time() - t) / 20 * 1000))
+    control._bulk(sim, {"count": 1000})
+
+    class Req:
+        def __init__(self, query):
+            self.sim, self.query, self.base_url, self.instance_scope = sim, query, "", None
+
+        def qjson(self, name, default=None):
+            return json.loads(self.query[name]) if name in self.query else default
+
+    for label, query, bump in (("v1 list page, 1000 inst, after a change", {"limit": "25"}, True),
+                               ("v1 list next page, 1000 inst (cached)", {"limit": "25"}, False)):
+        t = time.process_time()
+        for _ in range(20):
+            if bump:
+                sim.invalidate_caches()
+            sim.tick()
+            json.dumps(api.list_v1(Req(query))[1])
+        out.append((label, (time.process_time() - t) / 20 * 1000))
+    return out
 
 
 def main():
@@ -105,6 +143,14 @@ def main():
     for name, clients, rps, p50, p95 in rows:
         print(f"{name:48} {clients:>7} {rps:>9.1f} {p50:>8.1f} {p95:>8.1f}")
     print(f"(a full listing row counts whole 40-page listings, not requests; seeding 1000 instances took {seed_s:.2f} s)")
+    print()
+    print(f"{'in-process handler work (no HTTP)':60} {'CPU ms':>8}")
+    for name, ms in handler_cpu():
+        print(f"{name:60} {ms:>8.2f}")
+    try:
+        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

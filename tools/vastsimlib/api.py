@@ -244,9 +244,18 @@ def list_v1(req):
     except (TypeError, ValueError):
         raise ApiError(400, "invalid_request", "limit must be an integer")
     limit = 5 if limit <= 0 else min(limit, LIST_PAGE)
-    rows = _filter_instances(sim, filters)
-    rows, specs = _sort_rows(rows, order_by)
-    fp = _fingerprint(filters, specs)
+    fp = _fingerprint(filters, order_by)
+    cached = sim.list_cache.get(fp)
+    if cached is not None and cached[0] == sim.version:
+        rows, counts = cached[1], cached[2]       # e.g. the next page of the same listing
+    else:
+        rows, _ = _sort_rows(_filter_instances(sim, filters), order_by)
+        counts = {}
+        for inst in sim.live_instances():
+            counts[inst.label or ""] = counts.get(inst.label or "", 0) + 1
+        if len(sim.list_cache) > 32:
+            sim.list_cache.clear()
+        sim.list_cache[fp] = (sim.version, rows, counts)
     start = 0
     raw_token = req.query.get("after_token")
     if raw_token:
@@ -264,11 +273,8 @@ def list_v1(req):
     cols = req.qjson("select_cols")
     if isinstance(cols, list) and cols and "*" not in cols:
         page = [{c: r.get(c) for c in cols} for r in page]
-    counts = {}
-    for inst in sim.live_instances():
-        counts[inst.label or ""] = counts.get(inst.label or "", 0) + 1
     return 200, {"success": True, "instances_found": len(page), "total_instances": len(rows),
-                 "label_counts": counts, "next_token": nxt, "instances": page}
+                 "label_counts": dict(counts), "next_token": nxt, "instances": page}
 
 
 def list_legacy(req):

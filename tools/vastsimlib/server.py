@@ -54,6 +54,7 @@ ROUTES = [
 ]
 COMPILED = [(m, re.compile("^" + p + "$"), e, h, a) for m, p, e, h, a in ROUTES]
 SECRET_PARAMS = {"api_key"}
+READ_ONLY = {"search", "logs", "execute"}   # non-GET endpoints that change no cached state
 
 
 class Request:
@@ -102,6 +103,16 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vastsim/1.0"
     sys_version = ""
+    # Buffered writes (flushed once per request) and TCP_NODELAY: headers and body leave in one
+    # segment, avoiding the ~40 ms Nagle/delayed-ACK stall on keep-alive connections.
+    wbufsize = -1
+
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
     def log_message(self, fmt, *args):  # the request log lives under /_sim/requests
         pass
@@ -223,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
                 app.limiter.check(req.key or self.client_address[0], endpoint, method)
                 app.sim.tick()
                 status, obj = handler(req)
-                if method != "GET":
+                if method != "GET" and endpoint not in READ_ONLY:
                     app.sim.invalidate_caches()
                     if app.sim.state_file:
                         app.sim.save()

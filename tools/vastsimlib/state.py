@@ -214,6 +214,8 @@ class Sim:
         self.extra_key_ids = {}    # key text → id for keys attached only to instances
         self.credit_hint = None    # (sim time, credit then, max $/h) — see _credit_unless_surely_positive
         self._available = None
+        self.version = 0           # bumped by every mutation and status change (list cache key)
+        self.list_cache = {}
         self.results = {}          # token → text, for logs/execute result_url
         self.hosts = hosts
         if state_file and os.path.exists(state_file):
@@ -244,6 +246,7 @@ class Sim:
         """Called after every mutating request (API or control)."""
         self._available = None
         self.credit_hint = None
+        self.version += 1
 
     def credit(self):
         return self.credit_base - billing.total_spent(self.instances.values(), self.clock.now())
@@ -286,6 +289,7 @@ class Sim:
         running = [i for i in live if i.actual_status in billing.BILLABLE_GPU and not i.hold]
         rate = (sum(i.gpu_rate for i in running) + sum(billing.storage_rate(i) for i in live)) / 3600.0
         t_zero = max(getattr(self, "last_tick", now), now - (overshoot / rate if rate > 0 else 0.0))
+        self.version += 1
         for inst in running:
             if inst.gpu_intervals and inst.gpu_intervals[-1][1] is None:
                 inst.gpu_intervals[-1][1] = max(inst.gpu_intervals[-1][0], t_zero)
@@ -323,6 +327,7 @@ class Sim:
             return False
 
     def _enter(self, inst, status, t):
+        self.version += 1
         inst.set_actual(status, t)
         if status == "loading":
             inst.status_msg = f"Pulling image {inst.image}"

@@ -30,7 +30,8 @@ Useful instance attributes (read-only for backends): id, image, env (dict), runt
 args, disk, is_vm(), requested_ports() (["8000/tcp", ...]), offer (dict), label, actual_status.
 `inst.backend` is a dict the backend may use for its own per-instance data (container id…);
 it is persisted with --state, so keep it JSON-serialisable.
-If a backend thread must change an instance, take `sim.lock` first.
+If a backend thread must change an instance, take `sim.lock` first and then call
+`sim.invalidate_caches()` (list pages are cached per state version).
 """
 
 

@@ -71,9 +71,8 @@ def collections_path():
     shutil.rmtree(_COLLECTIONS, ignore_errors=True)
 
 
-@pytest.fixture
-def inventory(tmp_path, collections_path):
-    """inventory(sim, config, *extra_args, key=..., env=...) -> Run."""
+def make_runner(tmp_path, collections_path):
+    """run(sim, config, *extra_args, key=..., env=..., graph=False) -> Run; files go in tmp_path."""
 
     def run(sim, config, *extra, key=SECRET, env=None, name="test.vast.yml", graph=False):
         path = tmp_path / name
@@ -115,3 +114,8 @@ def inventory(tmp_path, collections_path):
         return Run(proc, args)
 
     return run
+
+
+@pytest.fixture
+def inventory(tmp_path, collections_path):
+    return make_runner(tmp_path, collections_path)

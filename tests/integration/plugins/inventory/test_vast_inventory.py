@@ -13,7 +13,7 @@ import pytest
 from ansible_collections.llmops.vastai.plugins.module_utils.client import VastClient
 from tests.helpers.vastsim import start_vastsim
 
-from .conftest import SECRET
+from .conftest import SECRET, make_runner
 
 DIRECT = "ssh_direc ssh_proxy"
 PROXY = "ssh_proxy"
@@ -70,6 +70,14 @@ def sim():
         yield s
 
 
+@pytest.fixture(scope="module")
+def default_run(sim, tmp_path_factory, collections_path):
+    """One `ansible-inventory --list` with the default options, shared by the read-only checks."""
+    run = make_runner(tmp_path_factory.mktemp("default-run"), collections_path)(sim, {})
+    assert run.rc == 0, run.err
+    return run
+
+
 def rows(sim):
     return {r["id"]: r for r in sim.state()["instances"] if not r.get("destroyed_at")}
 
@@ -83,8 +91,8 @@ def list_calls(sim):
     return [r for r in sim.requests() if r.get("endpoint") == "list"]
 
 
-def test_hosts_named_by_label_with_id_fallback(sim, inventory):
-    run = inventory(sim, {})
+def test_hosts_named_by_label_with_id_fallback(sim, default_run):
+    run = default_run
     assert run.rc == 0, run.err
     running = {i for i, r in rows(sim).items() if r["actual_status"] == "running"}
     assert {hv["vast_id"] for hv in run.hostvars.values()} == running
@@ -98,8 +106,8 @@ def test_hosts_named_by_label_with_id_fallback(sim, inventory):
             assert name == "vast-%d" % hv["vast_id"]
 
 
-def test_default_groups(sim, inventory):
-    run = inventory(sim, {})
+def test_default_groups(sim, default_run):
+    run = default_run
     assert run.rc == 0, run.err
     assert run.group("vast") == run.hosts
     assert run.group("vast_status_running") == run.hosts
@@ -113,8 +121,8 @@ def test_default_groups(sim, inventory):
     assert run.group("vast_label_train") == {"train-a"}
 
 
-def test_hostvars(sim, inventory):
-    run = inventory(sim, {})
+def test_hostvars(sim, default_run):
+    run = default_run
     hv = run.hostvars["llm-direct-1"]
     row = one(sim, "llm-direct-1")
     for field in ("id", "gpu_name", "num_gpus", "dph_total", "public_ipaddr", "ssh_host", "ssh_port", "label",
@@ -130,9 +138,9 @@ def test_hostvars(sim, inventory):
     assert "hf_notforhostvars" not in run.out
 
 
-def test_hostvars_fields(sim, inventory):
+def test_hostvars_fields(sim, inventory, default_run):
     row = one(sim, "llm-direct-1")
-    default = inventory(sim, {}).hostvars["llm-direct-1"]
+    default = default_run.hostvars["llm-direct-1"]
     assert "score" in row and "vast_score" not in default  # not in the default field list
     every = inventory(sim, {"hostvars_fields": ["*"]}).hostvars["llm-direct-1"]
     assert every["vast_score"] == row["score"]
@@ -156,8 +164,8 @@ def test_api_values_are_never_templated(sim, inventory):
     assert "42" not in json.dumps(run.hostvars["___7___6___"].get("label_copy"))
 
 
-def test_direct_and_proxy_endpoints(sim, inventory):
-    run = inventory(sim, {})
+def test_direct_and_proxy_endpoints(sim, default_run):
+    run = default_run
     direct, proxy = one(sim, "llm-direct-1"), one(sim, "llm-proxy-1")
     assert "22/tcp" in (direct.get("ports") or {}) and "22/tcp" not in (proxy.get("ports") or {})
     hv = run.hostvars["llm-direct-1"]
@@ -222,9 +230,9 @@ def test_status_and_label_filters_are_server_side(sim, inventory):
         assert sent["label"] == {"in": ["train-a"]}
 
 
-def test_gpu_names_filter_accepts_underscores(sim, inventory):
+def test_gpu_names_filter_accepts_underscores(sim, inventory, default_run):
     gpu = one(sim, "llm-direct-1")["gpu_name"]
-    everything = inventory(sim, {})
+    everything = default_run
     wanted = {n for n, hv in everything.hostvars.items() if hv["vast_gpu_name"] == gpu}
     assert wanted != everything.hosts  # the filter has something to remove
     run = inventory(sim, {"gpu_names": [gpu.replace(" ", "_").lower()]})
@@ -306,7 +314,7 @@ def cache_config(tmp_path, **extra):
                  "cache_connection": str(tmp_path / "cache"), "cache_timeout": 600}, **extra)
 
 
-def test_cache_warm_run_makes_no_api_call(sim, inventory, tmp_path):
+def test_cache_warm_run_makes_no_api_call_and_applies_config_changes(sim, inventory, tmp_path):
     config = cache_config(tmp_path)
     sim.clear_requests()
     cold = inventory(sim, config)
@@ -331,10 +339,7 @@ def test_cache_warm_run_makes_no_api_call(sim, inventory, tmp_path):
     assert SECRET not in text
     assert "jupyter_token" not in text
 
-
-def test_cache_applies_config_changes_without_api_calls(sim, inventory, tmp_path):
-    config = cache_config(tmp_path)
-    assert inventory(sim, config).rc == 0
+    # config changes that do not touch the server-side filters are applied to the cached rows
     sim.clear_requests()
     changed = dict(config, connect_with="proxy", label_prefix=["llm-"],
                    compose={"where": "ansible_host"}, keyed_groups=[{"key": "vast_ssh_kind", "prefix": "k"}])

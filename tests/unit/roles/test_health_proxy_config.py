@@ -1,0 +1,124 @@
+"""health_proxy: the rendered nginx config passes `nginx -t` and behaves as specified when the
+host's nginx runs it in front of the engine stand-in (a python process, no Docker)."""
+import http.client
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.unit.roles import render
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (tools/setup-host.sh)")
+
+TOKEN = "unit-test-token-0123456789abcdef"
+ENGINE_KEY = "engine-only-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def confs(tmp_path_factory):
+    """Two rendered configs (one ansible-playbook run): pass-through auth, and an engine key."""
+    jobs = {}
+    for name, key in (("plain", ""), ("engine_key", ENGINE_KEY)):
+        jobs[name] = dict(workdir=str(tmp_path_factory.mktemp(name)), token=TOKEN,
+                          upstream_port=render.free_port(), listen=render.free_port(), engine_key=key)
+    paths = render.render_proxies(list(jobs.values()))
+    for job, path in zip(jobs.values(), paths):
+        job["conf"] = path
+    return jobs
+
+
+def request(port, path, token=None, method="GET", body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    h = {}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        h["Content-Type"] = "application/json"
+        body = json.dumps(body)
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    return r.status, dict(r.getheaders()), r.read()
+
+
+def test_nginx_t_accepts_the_rendered_config(confs):
+    res = subprocess.run(["nginx", "-t", "-q", "-c", confs["plain"]["conf"]], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_token_file_holds_the_token_and_the_site_does_not(confs):
+    wd = confs["plain"]["workdir"]
+    with open(os.path.join(wd, "llm-proxy.conf")) as f:
+        assert TOKEN not in f.read()
+    with open(os.path.join(wd, "auth.conf")) as f:
+        assert TOKEN in f.read()
+
+
+def test_validate_helper_rejects_a_broken_snippet(confs, tmp_path):
+    wd = confs["plain"]["workdir"]
+    check = os.path.join(wd, "nginx-check.sh")
+    good = subprocess.run([check, os.path.join(wd, "auth.conf")], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    bad = str(tmp_path / "bad.conf")
+    with open(bad, "w") as f:
+        f.write("server { listen 80; location / { proxy_pass http://nowhere } }\n")
+    res = subprocess.run([check, bad], capture_output=True, text=True)
+    assert res.returncode != 0 and "emerg" in res.stderr
+
+
+def test_proxy_behaviour_against_the_standin(confs):
+    job = confs["plain"]
+    engine, listen = job["upstream_port"], job["listen"]
+    with render.nginx(job["conf"]):
+        # Engine not started yet: connection refused upstream -> JSON 503, not a bare 502.
+        status, headers, body = request(listen, "/health")
+        assert status == 503 and json.loads(body)["status"] == "unavailable"
+        assert headers["Content-Type"].startswith("application/json")
+        with render.standin(engine, api_key=TOKEN):
+            assert request(listen, "/health")[0] == 200
+            status, headers, body = request(listen, "/v1/models")
+            assert status == 401 and json.loads(body)["error"]["code"] == 401
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+            # nginx's plain map strings match case-insensitively; the role must not.
+            assert request(listen, "/v1/models", token=TOKEN.upper())[0] == 401
+            assert request(listen, "/v1/models", token=TOKEN + "x")[0] == 401
+            status, _, body = request(listen, "/v1/models", token=TOKEN)
+            assert status == 200 and json.loads(body)["data"][0]["id"] == "qwen-test"
+            # This client is loopback, so /metrics is open to it (Molecule checks the outside).
+            assert request(listen, "/metrics")[0] == 200
+            assert request(listen, "/tokenize", token=TOKEN, method="POST", body={"prompt": "x"})[0] == 404
+            status, _, body = request(listen, "/v1/chat/completions", token=TOKEN, method="POST",
+                                      body={"model": "qwen-test", "max_tokens": 5,
+                                            "messages": [{"role": "user", "content": "hi"}]})
+            assert status == 200 and json.loads(body)["usage"]["completion_tokens"] == 5
+        # Engine gone again: /v1 answers a JSON 503 too.
+        status, _, body = request(listen, "/v1/models", token=TOKEN)
+        assert status == 503 and json.loads(body)["error"]["code"] == 503
+    with open(os.path.join(job["workdir"], "vllm-access.log")) as f:
+        text = f.read()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert TOKEN not in text and TOKEN.upper() not in text
+    assert {r["uri"] for r in rows} == {"/v1/models", "/v1/chat/completions"}
+    for r in rows:
+        assert isinstance(r["msec"], float) and isinstance(r["request_time"], float)
+        assert isinstance(r["status"], int) and r["method"] in ("GET", "POST")
+    assert sorted(r["status"] for r in rows) == [200, 200, 401, 401, 401, 503]
+
+
+def test_engine_key_replaces_the_client_token(confs):
+    job = confs["engine_key"]
+    with render.nginx(job["conf"]), render.standin(job["upstream_port"], api_key=ENGINE_KEY):
+        assert request(job["listen"], "/v1/models", token=TOKEN)[0] == 200
+        assert request(job["listen"], "/v1/models", token=ENGINE_KEY)[0] == 401
+
+
+def test_stream_is_not_buffered(confs):
+    job = confs["plain"]
+    script = os.path.join(render.ROLES, "health_proxy", "molecule", "default", "files", "stream_check.py")
+    with render.nginx(job["conf"]), render.standin(job["upstream_port"], token_delay=0.05):
+        res = subprocess.run(["python3", script, f"http://127.0.0.1:{job['listen']}/v1/chat/completions",
+                              TOKEN, "qwen-test", "30"], capture_output=True, text=True, timeout=60)
+    s = json.loads(res.stdout)
+    assert s["status"] == 200 and s["reads"] >= 10, s
+    assert s["first_event_s"] < s["total_s"] / 2, s

@@ -36,7 +36,7 @@ def append_audit(path, record):
     line = json.dumps({k: record.get(k) for k in AUDIT_FIELDS if k in record}, sort_keys=True) + "\n"
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        os.makedirs(directory)
+        os.makedirs(directory, exist_ok=True)  # several writers may race to create it
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line.encode("utf-8"))

@@ -8,6 +8,7 @@ offending option(s), and no mutating request to the simulator in the task's time
 import argparse
 import json
 import os
+import random
 import string
 import sys
 import tempfile
@@ -143,11 +144,13 @@ def spec_cases(module, spec):
 
 
 # --- semantic cases: values of the right type that make no sense -------------------------------
+FILTER_RULES = ["num_gpus", "min_gt_max", "negative", "max_dph", "reliability", "countries", "limit", "gpu_names"]
+
+
 @st.composite
-def filter_values(draw):
+def filter_values(draw, which=None):
     """(filters update, names) that violate the offer filter rules."""
-    which = draw(st.sampled_from(["num_gpus", "min_gt_max", "negative", "max_dph", "reliability",
-                                  "countries", "limit", "gpu_names"]))
+    which = which or draw(st.sampled_from(FILTER_RULES))
     if which == "num_gpus":
         name = draw(st.sampled_from(["min_num_gpus", "max_num_gpus"]))
         return {name: draw(neg_or_zero)}, [name], "out of range"
@@ -173,22 +176,28 @@ def filter_values(draw):
     return {"gpu_names": ["RTX 4090", draw(st.sampled_from(["", " ", "   "]))]}, ["gpu_names"], "empty value"
 
 
+OFFER_INFO_RULES = FILTER_RULES + ["allocated_storage"]
+
+
 @st.composite
-def offer_info_semantic(draw):
-    if draw(st.integers(0, 9)) == 0:
+def offer_info_semantic(draw, which=None):
+    which = which or draw(st.sampled_from(OFFER_INFO_RULES))
+    if which == "allocated_storage":
         return case("out of range", dict(BASE["vast_offer_info"], allocated_storage=draw(
             st.one_of(st.just(0.0), neg_float))), ["allocated_storage"])
-    upd, names, kind = draw(filter_values())
+    upd, names, kind = draw(filter_values(which))
     return case(kind, dict(BASE["vast_offer_info"], **upd), names, expect_all=len(names) > 1)
 
 
+INSTANCE_RULES = ["filters", "label_empty", "label_long", "disk", "bid", "tries", "wait_timeout", "poll",
+                  "ports", "env", "args", "exact_neg", "exact_id", "exact_state", "no_image", "min_credit", "max_dph",
+                  "mutex", "no_identity", "bad_id", "bad_offer_id", "empty_name"]
+
+
 @st.composite
-def instance_semantic(draw):
+def instance_semantic(draw, which=None):
     base = BASE["vast_instance"]
-    which = draw(st.sampled_from([
-        "filters", "filters", "label_empty", "label_long", "disk", "bid", "tries", "wait_timeout", "poll",
-        "ports", "env", "args", "exact_neg", "exact_id", "exact_state", "no_image", "min_credit", "max_dph",
-        "mutex", "no_identity", "bad_id", "bad_offer_id", "empty_name"]))
+    which = which or draw(st.sampled_from(INSTANCE_RULES))
     if which == "filters":
         upd, names, kind = draw(filter_values())
         return case(kind + " (offer_filters)", dict(base, offer_filters=dict(base["offer_filters"], **upd)), names,
@@ -256,10 +265,13 @@ def instance_semantic(draw):
     return case("empty required value", dict(args, name=""), ["name"])
 
 
+INFO_RULES = ["parallel", "statuses", "id", "gpu_names"]
+
+
 @st.composite
-def instance_info_semantic(draw):
+def instance_info_semantic(draw, which=None):
     base = BASE["vast_instance_info"]
-    which = draw(st.sampled_from(["parallel", "parallel", "statuses", "id", "gpu_names"]))
+    which = which or draw(st.sampled_from(INFO_RULES))
     if which == "parallel":
         return case("out of range", dict(base, parallel=draw(st.one_of(neg_or_zero, st.integers(33, 10 ** 4)))),
                     ["parallel"])
@@ -278,9 +290,12 @@ BAD_DATES = st.one_of(
 )
 
 
+BILLING_RULES = ["start", "end", "order"]
+
+
 @st.composite
-def billing_semantic(draw):
-    which = draw(st.sampled_from(["start", "end", "order", "order"]))
+def billing_semantic(draw, which=None):
+    which = which or draw(st.sampled_from(BILLING_RULES))
     if which == "start":
         return case("bad date", {"start": draw(BAD_DATES)}, ["start"])
     if which == "end":
@@ -290,30 +305,51 @@ def billing_semantic(draw):
     return case("start not before end", {"start": str(start), "end": str(end)}, ["start"])
 
 
-SEMANTIC = {"vast_offer_info": offer_info_semantic, "vast_instance": instance_semantic,
-            "vast_instance_info": instance_info_semantic, "vast_billing_info": billing_semantic}
+SEMANTIC = {"vast_offer_info": (offer_info_semantic, OFFER_INFO_RULES),
+            "vast_instance": (instance_semantic, INSTANCE_RULES),
+            "vast_instance_info": (instance_info_semantic, INFO_RULES),
+            "vast_billing_info": (billing_semantic, BILLING_RULES)}
 
 
-def generate(module, count, seed=0):
-    """``count`` distinct invalid argument sets for ``module`` (reproducible for a seed)."""
-    spec = module_spec(module)
-    generic = spec_cases(module, spec)
-    semantic = SEMANTIC[module]()
-    # about half from the spec's types/choices/names, half from the value rules
-    strategy = st.one_of(*(generic + [semantic] * len(generic)))
-    cases, seen = [], set()
+def _collect(strategy, limit, seed):
+    """Up to ``limit`` distinct examples of ``strategy`` (hypothesis, reproducible for a seed)."""
+    found, seen = [], set()
 
     @hyp_seed(seed)
-    @settings(max_examples=count * 6, database=None, phases=[Phase.generate], deadline=None,
+    @settings(max_examples=max(limit * 3, 20), database=None, phases=[Phase.generate], deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def collect(c):
         key = json.dumps(c, sort_keys=True, default=str)
-        if key not in seen and len(cases) < count:
+        if key not in seen and len(found) < limit:
             seen.add(key)
-            cases.append(c)
+            found.append(c)
 
     collect()
+    return found
+
+
+def generate(module, count, seed=0):
+    """``count`` distinct invalid argument sets for ``module`` (reproducible for a seed).
+
+    Every family of breakage (each spec-derived strategy, each value rule) gets its own
+    hypothesis run and the results are interleaved, so a 100-case campaign covers all of them
+    instead of what hypothesis' bias towards simple branches would favour."""
+    spec = module_spec(module)
+    semantic, rules = SEMANTIC[module]
+    families = spec_cases(module, spec) + [semantic(rule) for rule in rules]
+    per = max(4, 2 * count // len(families) + 2)  # spare: some families have few distinct values
+    pools = [_collect(f, per, seed + i) for i, f in enumerate(families)]
+    random.Random(seed).shuffle(pools)  # a short sample then mixes spec and value breakage
+    cases, seen = [], set()
+    while len(cases) < count and any(pools):
+        for pool in pools:
+            if pool and len(cases) < count:
+                c = pool.pop(0)
+                key = json.dumps(c, sort_keys=True, default=str)
+                if key not in seen:
+                    seen.add(key)
+                    cases.append(c)
     if len(cases) < count:
         raise AssertionError("%s: only %d distinct cases generated" % (module, len(cases)))
     return cases

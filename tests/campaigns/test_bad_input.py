@@ -15,7 +15,7 @@ from tests.campaigns.common import MODULES
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "6"))
 SAMPLE = int(os.environ.get("CAMPAIGN_SAMPLE_CASES", "8"))
-FULL = max(100, int(os.environ.get("CAMPAIGN_BAD_INPUT_CASES", "110")))
+FULL = max(100, int(os.environ.get("CAMPAIGN_BAD_INPUT_CASES", "100")))
 
 
 def run(module, count, capsys):

@@ -46,7 +46,7 @@ def running(sim):
     offer = search(sim, {"limit": 1, "order": [["id", "asc"]]})[0]
     iid = api(sim, "PUT", f"/api/v0/asks/{offer['id']}/", body={"image": "vllm/vllm-openai:latest", "disk": 20,
                                                                  "label": "shared"}).json()["new_contract"]
-    sim.wait_status(iid, "running")
+    sim.settle(iid, "running")
     return iid
 
 
@@ -88,7 +88,7 @@ def test_create_show_label_stop_start_reboot_destroy(sim, home):
     assert len(pages) >= 2 and "after_token" in pages[-1]["query"]      # it followed next_token
     api(sim, "DELETE", "/api/v0/instances/", body={"instance_ids": bulk})
 
-    sim.wait_status(iid, "running")
+    sim.settle(iid, "running")
     row = cli_json(sim, home, "show", "instance", str(iid), "--raw")
     assert row["actual_status"] == "running" and row["intended_status"] == "running"
     assert row["ports"]["22/tcp"][0]["HostPort"] and "8000/tcp" in row["ports"]
@@ -100,12 +100,12 @@ def test_create_show_label_stop_start_reboot_destroy(sim, home):
     r = cli(sim, home, "stop", "instance", str(iid))
     assert f"stopping instance {iid}." in r.stdout
     assert sim.instance(iid)["intended_status"] == "stopped"
-    sim.wait_status(iid, "stopped")
+    sim.settle(iid, "stopped")
 
     r = cli(sim, home, "start", "instance", str(iid))
     assert f"starting instance {iid}." in r.stdout
     assert sim.instance(iid)["intended_status"] == "running"
-    sim.wait_status(iid, "running")
+    sim.settle(iid, "running")
 
     r = cli(sim, home, "reboot", "instance", str(iid))
     assert f"Rebooting instance {iid}." in r.stdout

@@ -7,7 +7,7 @@ import time
 
 from .errors import ApiError
 
-FAULTS = {"429", "500", "502", "503", "504", "reset", "timeout", "lost_response"}
+FAULTS = {"429", "500", "502", "503", "504", "reset", "timeout", "lost_response", "crash"}
 ENDPOINTS = {"search", "create", "list", "show", "manage", "reboot", "recycle", "destroy", "user",
              "charges", "invoices", "ssh", "logs", "gpu_names", "execute", "results", "*"}
 

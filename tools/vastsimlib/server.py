@@ -216,7 +216,7 @@ class Handler(BaseHTTPRequestHandler):
         endpoint, handler, auth = route
         entry["endpoint"] = endpoint
         fault = app.faults.pick(endpoint, method)
-        if fault and fault["fault"] != "lost_response":
+        if fault and fault["fault"] not in ("lost_response", "crash"):
             entry["fault"] = fault["fault"]
             self._inject(fault, entry)
             return
@@ -233,6 +233,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._authenticate(req, auth)
                 app.limiter.check(req.key or self.client_address[0], endpoint, method)
                 app.sim.tick()
+                if fault and fault["fault"] == "crash":
+                    fault = None
+                    raise RuntimeError("injected handler crash")   # exercises the JSON 500 path
                 status, obj = handler(req)
                 if method != "GET" and endpoint not in READ_ONLY:
                     app.sim.invalidate_caches()

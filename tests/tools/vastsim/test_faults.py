@@ -173,3 +173,12 @@ def test_any_create_body_gets_json_answer(shared_sim, body):
 def shared_sim():
     with start_vastsim() as sim:
         yield sim
+
+
+def test_a_handler_crash_is_a_json_500_and_the_server_lives_on(vastsim):
+    vastsim.add_faults([{"endpoint": "list", "fault": "crash"}])
+    r = api(vastsim, "GET", "/api/v1/instances/")
+    assert r.status_code == 500 and r.headers["Content-Type"] == "application/json"
+    assert r.json()["error"] == "server_error" and "Traceback" not in r.text
+    assert api(vastsim, "GET", "/api/v1/instances/").status_code == 200
+    assert "injected handler crash" in vastsim.output()      # the detail goes to the operator's log

@@ -125,7 +125,7 @@ options:
     elements: str
     default: [id, label, actual_status, intended_status, status_msg, machine_id, image_uuid,
               num_gpus, gpu_name, gpu_ram, cpu_ram, disk_space, public_ipaddr, ssh_host, ssh_port,
-              dph_total, storage_total_cost, is_bid, start_date, geolocation, reliability2,
+              dph_total, storage_total_cost, is_bid, start_date, uptime_mins, geolocation, reliability2,
               cuda_max_good]
   hostvars_exclude:
     description:

@@ -150,14 +150,12 @@ class Instance:
             "credit_discount": None, "start_date": self.start_date, "duration": now - self.start_date,
             "uptime_mins": None, "client_run_time": 0.0, "host_run_time": 0.0,
             "time_remaining": "", "time_remaining_isbid": "", "volume_info": [],
-            "instance_api_key": None,   # never echoed: it is a secret returned only by create
         })
         net = dict(self.net)
         if not running:
             net["ports"] = None   # ports only while running
         row.update(net)
-        row.pop("instance_api_key", None)
-        return row
+        return row   # instance_api_key is never in a row: create returns it once
 
     # --- persistence ---------------------------------------------------------------------
     def dump(self):

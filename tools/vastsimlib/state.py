@@ -107,6 +107,12 @@ class Instance:
             self.gpu_intervals.append([t, None])
         self.actual_status = status
 
+    def uptime_mins(self, now):
+        """Minutes of the current running session (None unless the GPU is billing)."""
+        if self.gpu_intervals and self.gpu_intervals[-1][1] is None:
+            return round((now - self.gpu_intervals[-1][0]) / 60.0, 3)
+        return None
+
     def filter_view(self):
         """The stored columns only: cheap enough to build for every instance on every list call."""
         o = self.offer
@@ -148,7 +154,7 @@ class Instance:
             "dph_total": round(self.gpu_rate + billing.storage_rate(self), 6), "is_bid": self.bid is not None,
             "rentable": True, "reliability2": o.get("reliability2"), "credit_balance": None,
             "credit_discount": None, "start_date": self.start_date, "duration": now - self.start_date,
-            "uptime_mins": None, "client_run_time": 0.0, "host_run_time": 0.0,
+            "uptime_mins": self.uptime_mins(now), "client_run_time": 0.0, "host_run_time": 0.0,
             "time_remaining": "", "time_remaining_isbid": "", "volume_info": [],
         })
         net = dict(self.net)

@@ -79,6 +79,10 @@ def test_lifecycle_null_loading_running_with_ports_only_while_running(vastsim_fa
     sim.advance(1)
     row = show(sim, iid)
     assert row["actual_status"] == "running"
+    sim.advance(120)
+    row = show(sim, iid)
+    assert row["uptime_mins"] == pytest.approx(2 + 0.5 / 60, abs=0.01)   # the current running session
+    assert row["duration"] == pytest.approx(4.5 + 40 + 120, abs=1)
     assert row["cur_state"] == "running" and row["status_msg"].startswith("success")
     assert set(row["ports"]) == {"22/tcp", "8000/tcp"}
     host_port = row["ports"]["22/tcp"][0]["HostPort"]

@@ -163,12 +163,14 @@ def test_check_mode_changes_nothing_and_diff(sim):
     res, r = call(sim, "vast_instance", create_args("chk"))
     assert res.rc == 0 and r["changed"], res.summary()
     iid = r["instance"]["id"]
-    for state, expected in (("stopped", "stopped"), ("absent", "absent"), ("restarted", "running")):
-        sim.clear_requests()
-        res, r = call(sim, "vast_instance", {"label": "chk", "state": state}, check=True, diff=True)
-        assert res.rc == 0 and r["changed"] is True, res.summary()
+    sim.clear_requests()
+    plan = (("stopped", "stopped"), ("absent", "absent"), ("restarted", "running"))
+    res, results = run_calls(sim, [("vast_instance", {"label": "chk", "state": st}) for st, _e in plan],
+                             check=True, diff=True)
+    for (state, expected), r in zip(plan, results):
+        assert r["changed"] is True and not r.get("failed"), (state, r.get("msg"))
         assert r["diff"]["after"]["state"] == expected
-        assert not [x for x in sim.requests() if x["method"] in ("PUT", "DELETE")]
+    assert not [x for x in sim.requests() if x["method"] in ("PUT", "DELETE")]
     assert sim.instance(iid)["actual_status"] == "running" and not sim.instance(iid)["destroyed_at"]
 
 
@@ -399,10 +401,16 @@ def test_default_label_from_account_and_offer_pick_second(sim):
 
 
 def test_offer_info_filters_order_and_units(sim):
-    res, r = call(sim, "vast_offer_info", {"gpu_names": ["rtx_4090", "RTX-3090"], "min_gpu_ram_gb": 24,
-                                           "max_dph": 1.5, "countries": ["us", "DE"], "min_reliability": 0.9,
-                                           "limit": 20})
-    assert res.rc == 0, res.summary()
+    orders = (("value", "dlperf_per_dphtotal"), ("reliability", "reliability"), ("score", "score"))
+    res, results = run_calls(sim, [
+        ("vast_offer_info", {"gpu_names": ["rtx_4090", "RTX-3090"], "min_gpu_ram_gb": 24, "max_dph": 1.5,
+                             "countries": ["us", "DE"], "min_reliability": 0.9, "limit": 20}),
+        ("vast_offer_info", {"vm_capable": True, "datacenter": True, "min_num_gpus": 2, "offer_type": "reserved",
+                             "regions": ["europe"], "query": {"compute_cap": {"gte": 800}}}),
+        ("vast_offer_info", {"gpu_names": ["No Such GPU"]}),
+    ] + [("vast_offer_info", {"order_by": o, "limit": 15}) for o, _f in orders])
+    assert res.rc == 0 and not res.failed_tasks, res.summary()
+    r, special, none = results[:3]
     offers = r["offers"]
     assert offers and r["summary"]["count"] == len(offers) <= 20
     assert all(o["gpu_name"] in ("RTX 4090", "RTX 3090") for o in offers)
@@ -412,18 +420,11 @@ def test_offer_info_filters_order_and_units(sim):
     prices = [o["dph_total"] for o in offers]
     assert prices == sorted(prices) and r["summary"]["cheapest"]["dph_total"] == prices[0]
     assert r["summary"]["query"]["gpu_ram"] == {"gte": 24000.0}
-    for order, field, rev in (("value", "dlperf_per_dphtotal", True), ("reliability", "reliability", True),
-                              ("score", "score", True)):
-        res, r = call(sim, "vast_offer_info", {"order_by": order, "limit": 15})
-        vals = [o[field] for o in r["offers"]]
-        assert vals == sorted(vals, reverse=rev), order
-    res, r = call(sim, "vast_offer_info", {"vm_capable": True, "datacenter": True, "min_num_gpus": 2,
-                                           "offer_type": "reserved", "regions": ["europe"],
-                                           "query": {"compute_cap": {"gte": 800}}})
-    assert res.rc == 0, res.summary()
-    assert all(o["vms_enabled"] and o["num_gpus"] >= 2 and o["compute_cap"] >= 800 for o in r["offers"])
-    res, r = call(sim, "vast_offer_info", {"gpu_names": ["No Such GPU"]})
-    assert res.rc == 0 and r["offers"] == [] and r["summary"]["cheapest"] is None
+    assert all(o["vms_enabled"] and o["num_gpus"] >= 2 and o["compute_cap"] >= 800 for o in special["offers"])
+    assert none["offers"] == [] and none["summary"]["cheapest"] is None
+    for (order, field), rr in zip(orders, results[3:]):
+        vals = [o[field] for o in rr["offers"]]
+        assert len(vals) == 15 and vals == sorted(vals, reverse=True), order
 
 
 def test_instance_info_filters_and_statistics(sim):

@@ -47,6 +47,8 @@ def container_volumes(name):
     return [m["Name"] for m in json.loads(res.stdout)[0].get("Mounts", []) if m.get("Type") == "volume"]
 
 
+# About 2-4 min each on an idle 2-core host; a host shared with other test runs needs more.
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("role", sorted(SCENARIOS))
 def test_molecule_scenario(role, images):
     assert os.path.exists(os.path.join(REPO, ".collections", "ansible_collections", "llmops", "vastai")), \

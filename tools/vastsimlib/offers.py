@@ -261,6 +261,9 @@ def compile_filters(filters, allowed=None, computed=(), no_coerce=()):
                 value = [v if field in no_coerce else _cmp_value(field, v) for v in value]
             else:
                 value = value if field in no_coerce else _cmp_value(field, value)
+            if field == "gpu_name" and field in no_coerce:
+                # stored rows are compared in normalised form, so the query value must be too
+                value = [_norm_name(v) for v in value] if isinstance(value, list) else _norm_name(value)
             if field == "geolocation":
                 value = [v.upper() if isinstance(v, str) else v for v in value] if isinstance(value, list) \
                     else (value.upper() if isinstance(value, str) else value)

@@ -185,6 +185,17 @@ def test_v1_list_pagination_filters_and_label_counts(vastsim):
     assert [r["id"] for r in got] == sorted(ids + [iid], reverse=True)
 
 
+def test_v1_list_gpu_name_filter_accepts_either_spelling(vastsim):
+    iid, offer, _ = rent_any(vastsim, label="gpu")
+    name = offer["gpu_name"]
+    for spelling in (name, name.replace(" ", "_")):
+        for cond in ({"eq": spelling}, {"in": [spelling]}):
+            got, _, _ = list_all(vastsim, {"gpu_name": cond})
+            assert [r["id"] for r in got] == [iid], (spelling, cond)
+    got, _, _ = list_all(vastsim, {"gpu_name": {"notin": [name]}})
+    assert got == []
+
+
 def test_v1_list_errors(vastsim):
     for params in ({"select_filters": {"dph_total": {"lt": 1}}}, {"select_filters": {"num_gpus": {"eq": 1}}},
                    {"order_by": [{"col": "dph_total", "dir": "asc"}]}):

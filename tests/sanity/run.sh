@@ -15,14 +15,13 @@ mkdir -p "$DEST"
 cd "$DEST"
 git init -q . && git add -A >/dev/null 2>&1 && git -c user.email=s@l -c user.name=sanity commit -qm snapshot >/dev/null
 export PATH="$BIN:$PATH"
-# ansible-test bootstraps pip in its venvs from ci-files.testing.ansible.com; when that host is
-# unreachable, seed its cache with an ensurepip-based stand-in (same effect, PyPI only).
+# ansible-test bootstraps pip in its venvs with a get-pip script from a host outside the package
+# registries this project may reach; seed its cache with an ensurepip-based stand-in instead
+# (same effect, PyPI only), so no other host is ever contacted.
 PIP_VERSION="$(grep -ho "pip='[0-9.]*'" "$BIN"/../lib/python3*/site-packages/ansible_test/_internal/python_requirements.py 2>/dev/null | head -1 | tr -dc '0-9.' || true)"
 for v in ${PIP_VERSION:-24.2}; do
   cache="$HOME/.ansible/test/cache/get_pip_${v//./_}.py"
-  if [ ! -s "$cache" ] && ! curl -fsS -m 10 -o "$cache.download" "https://ci-files.testing.ansible.com/ansible-test/get-pip-$v.py" 2>/dev/null; then
-    mkdir -p "$(dirname "$cache")" && cp "$REPO/tests/sanity/get_pip_offline.py" "$cache"
-  elif [ -s "$cache.download" ]; then mv "$cache.download" "$cache"; fi
+  [ -s "$cache" ] || { mkdir -p "$(dirname "$cache")" && cp "$REPO/tests/sanity/get_pip_offline.py" "$cache"; }
 done
 if [ "$#" -eq 0 ]; then
   set -- \

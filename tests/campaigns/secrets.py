@@ -39,7 +39,9 @@ def module_tasks(s):
     fq = "llmops.vastai."
     rent = {"label": "sec-mod", "state": "running", "image": IMAGE, "wait": True, "wait_timeout": 60,
             "poll_interval": 0.5, "offer_filters": {"gpu_names": ["RTX 4090", "RTX 3090"], "max_dph": 1.5},
-            "env": {"HF_TOKEN": "{{ hf_token }}", "VLLM_API_KEY": "{{ vllm_api_key }}"},
+            # secrets go where the module documents them (secret_env, no_log); env holds none
+            "env": {"VLLM_LOGGING_LEVEL": "INFO"},
+            "secret_env": {"HF_TOKEN": "{{ hf_token }}", "VLLM_API_KEY": "{{ vllm_api_key }}"},
             "image_login": "-u llmops -p {{ registry_password }} docker.io", "runtype": "args",
             "args": ["--model", "Qwen/Qwen2.5-1.5B-Instruct"], "destroy_on_failure": True}
     return [

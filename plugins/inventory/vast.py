@@ -64,6 +64,9 @@ options:
         with a value above 1 the id range is split into disjoint ranges that are paged
         concurrently, which is much faster on large accounts. Use 1 for a strictly
         sequential listing.
+      - vast.ai documents a per-key pace for the listing (about one call a second). When the
+        concurrent pages are still rate-limited after the client's retries, the plugin warns
+        and reads the listing again one page at a time.
     type: int
     default: 8
   statuses:
@@ -323,6 +326,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 VastAuthError,
                 VastClient,
                 VastError,
+                VastRateLimitError,
             )
         except ImportError as exc:
             raise AnsibleError("llmops.vastai.vast needs the collection's API client: %s" % to_text(exc))
@@ -334,9 +338,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         started = time.monotonic()
         try:
             client = VastClient(api_key, api_url=api_url, timeout=self.get_option("timeout"))
-            rows = client.list_instances(
-                select_filters=filters or None, parallel=max(1, int(self.get_option("parallel_requests")))
-            )
+            parallel = max(1, int(self.get_option("parallel_requests")))
+            try:
+                rows = client.list_instances(select_filters=filters or None, parallel=parallel)
+            except VastRateLimitError:
+                if parallel == 1:
+                    raise
+                # vast.ai paces the listing per key (about one call a second); concurrent pages
+                # can run out of retries where one page after another still gets through.
+                self.display.warning(
+                    "vast.ai rate-limited the parallel listing; reading it again one page at a time "
+                    "(set parallel_requests: 1 to skip the first attempt)"
+                )
+                rows = client.list_instances(select_filters=filters or None, parallel=1)
         except VastAuthError as exc:
             raise AnsibleError(
                 "vast.ai rejected the API key at %s (HTTP %s: %s). Check api_key in the inventory file or "

@@ -66,3 +66,17 @@ def test_transient_errors_are_retried(bulk_sim, inventory):
         bulk_sim.clear_faults()
     assert run.rc == 0, run.err
     assert len(run.hosts) == COUNT
+
+
+def test_rate_limited_parallel_listing_still_complete(inventory):
+    # vast.ai's documented pace for the v1 list is ~1 call/s per key: concurrent pages get 429s.
+    with start_vastsim(api_key=SECRET, speed=1, rate_limits=True) as sim:
+        sim.set_credit(10 ** 6)
+        ids = sim.bulk(80, label_prefix="rl-", status="running")
+        run = inventory(sim, {"parallel_requests": 8})
+        assert run.rc == 0, run.err
+        assert sorted(hv["vast_id"] for hv in run.hostvars.values()) == sorted(ids)
+        statuses = [r["status"] for r in sim.requests() if r.get("endpoint") == "list"]
+        assert 429 in statuses  # the limit was really hit
+        print("list requests: %d, of which 429: %d; fallback used: %s" % (
+            len(statuses), statuses.count(429), "one page at a time" in run.err))

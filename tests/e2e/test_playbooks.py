@@ -245,6 +245,20 @@ def test_idle_shutdown(env, fleet):
         assert secret not in env.audit.read_text()
 
 
+def test_power_on_waits_for_health_and_power_off_prints_cost(env, fleet):
+    # a health path that never answers 200 (401 without the token): a clear failure, not a hang
+    r, out = env.play("power_on", {"instance_label": "e2e-idle", "health_path": "/v1/models", "health_timeout": 10,
+                                   "health_delay": 2}, expect_rc=2)
+    assert "did not answer 200 within 10 s" in out
+    # the instance runs again; the stack comes back by itself (llm-stack.service enabled at boot)
+    r, out = env.play("power_on", {"instance_label": "e2e-idle", "health_timeout": 300})
+    assert env.instances()["e2e-idle"]["actual_status"] == "running"
+    assert _http(_endpoint(env.instances()["e2e-idle"]) + "/health")[0] == 200
+    r, out = env.play("power_off", {"instance_label": "e2e-idle", "vast_billing_end": str(env.sim.now() + 86400)})
+    assert "stopped: e2e-idle" in out and "this session: " in out and "storage keeps billing" in out
+    assert env.instances()["e2e-idle"]["actual_status"] == "stopped"
+
+
 def _ledger_cents(env):
     led = env.sim.ledger()
     return round(led["total"] + 1e-9, 2), led

@@ -146,6 +146,10 @@ class VastClient(object):
             raise VastAuthError("no API key: set api_key or the VAST_API_KEY environment variable")
         self._api_key = api_key
         self.api_url = (api_url or os.environ.get("VAST_URL") or DEFAULT_API_URL).rstrip("/")
+        if timeout is not None and timeout <= 0:
+            # requests would fail later with "Attempted to set connect timeout to ..."
+            raise VastError("timeout must be a positive number of seconds, not %r" % (timeout,))
+        retries = max(0, int(retries or 0))  # a negative count must not leave zero attempts
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -192,16 +196,18 @@ class VastClient(object):
             body = {}  # the official client always sends a JSON body on these
         # urllib3 already retries reads; mutations are re-sent only after a 429, which
         # means the server refused them and nothing was done.
-        attempts = 1 + (self.retries if (retry_429 if retry_429 is not None else method != "GET") else 0)
+        retry = retry_429 if retry_429 is not None else method != "GET"
+        attempts = 1 + (max(0, int(self.retries or 0)) if retry else 0)  # always at least one
         delay = max(self.backoff, 0.05)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
+            attempt += 1
             resp = self._send(method, path, params, body)
-            if resp.status_code == 429 and attempt + 1 < attempts and method != "GET":
+            if resp.status_code == 429 and attempt < attempts and method != "GET":
                 time.sleep(min(delay, 30))
                 delay *= 2
                 continue
             return self._decode(resp)
-        return self._decode(resp)  # pragma: no cover
 
     def _send(self, method, path, params, body):
         with self._lock:

@@ -245,3 +245,24 @@ def test_ssh_endpoint_direct_proxy():
     assert ssh_endpoint({"ssh_host": "h", "ssh_port": "7", "image_runtype": "jupyter_proxy ssh_proxy"})["port"] == 8
     assert ssh_endpoint({}) is None
     assert ssh_endpoint({"actual_status": None}) is None
+
+
+def test_negative_retries_still_make_one_attempt(api):
+    # attempts = 1 + retries used to be <= 0: "cannot access local variable 'resp'"
+    api.script("PUT", "/api/v0/instances/4/", (200, {"success": True}))
+    api.script("POST", "/api/v0/bundles/", (200, {"offers": [{"id": 1}]}))
+    api.script("PUT", "/api/v0/asks/5/", (429, {"detail": "too frequent"}))
+    c = mk(api, retries=-3)
+    assert c.retries == 0
+    assert c.set_state(4, "stopped") == {"success": True}
+    assert c.search_offers({}) == [{"id": 1}]
+    with pytest.raises(C.VastRateLimitError):
+        c.create_instance(5, {})
+    assert [r["method"] for r in api.requests] == ["PUT", "POST", "PUT"]  # one attempt each
+
+
+@pytest.mark.parametrize("timeout", [0, -5, -0.5])
+def test_non_positive_timeout_is_refused_up_front(timeout):
+    with pytest.raises(C.VastError) as e:
+        C.VastClient(KEY, api_url="http://127.0.0.1:9", timeout=timeout)
+    assert "timeout must be a positive number" in str(e.value)

@@ -26,14 +26,16 @@ options:
     default: https://console.vast.ai
   api_timeout:
     description:
-      - Timeout in seconds for one HTTP request.
+      - Timeout in seconds for one HTTP request. Must be greater than 0.
     type: int
     default: 30
   api_retries:
     description:
       - How many times a read (GET, offer search) is retried on HTTP 429/502/503/504,
         timeouts and connection resets, with exponential backoff.
-      - Mutations are never retried blindly; only a 429 refusal is sent again.
+      - Mutations are never retried blindly; only a 429 refusal is sent again. A mutation whose
+        answer is lost is reconciled by reading the instance again.
+      - Must not be negative; V(0) means one attempt without retries.
     type: int
     default: 5
 requirements:

@@ -38,6 +38,18 @@ def vast_argument_spec():
     )
 
 
+def validate_common(params):
+    """Problems with the shared connection options (checked before any API call)."""
+    errors = []
+    timeout = params.get("api_timeout")
+    if timeout is not None and timeout <= 0:
+        errors.append("api_timeout must be a positive number of seconds, not %s" % timeout)
+    retries = params.get("api_retries")
+    if retries is not None and retries < 0:
+        errors.append("api_retries must not be negative (0 means no retries), not %s" % retries)
+    return errors
+
+
 class WaitTimeout(Exception):
     def __init__(self, row, waited):
         super(WaitTimeout, self).__init__("timeout")
@@ -89,7 +101,7 @@ class VastModule(object):
             module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
         if not self.params.get("api_key"):
             module.fail_json(msg="no vast.ai API key: set the api_key option or the VAST_API_KEY environment variable")
-        errors = self.validate()
+        errors = validate_common(self.params) + self.validate()
         if errors:
             # Wrong arguments are reported before any API call is made.
             module.fail_json(msg="invalid arguments: " + "; ".join(errors), **self.result)
@@ -108,7 +120,7 @@ class VastModule(object):
             self._client = VastClient(
                 self.params["api_key"],
                 api_url=self.params.get("api_url"),
-                timeout=self.params.get("api_timeout") or 30,
+                timeout=self.params.get("api_timeout") if self.params.get("api_timeout") is not None else 30,
                 retries=self.params.get("api_retries") if self.params.get("api_retries") is not None else 5,
             )
         return self._client

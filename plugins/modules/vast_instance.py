@@ -51,7 +51,7 @@ options:
     choices: [absent, present, restarted, running, stopped]
   id:
     description:
-      - The instance id. Targets exactly that instance; with O(label) the label is set on it.
+      - The instance id (a positive integer). Targets exactly that instance; with O(label) the label is set on it.
       - An instance cannot be created with a given id; use O(label) for create-or-reuse.
     type: int
   label:
@@ -66,7 +66,7 @@ options:
     description: Name used to build the default label C(<account>-<name>) when O(label) is not set.
     type: str
   offer_id:
-    description: Offer (ask) id to rent. Creation only. Mutually exclusive with O(offer_filters).
+    description: Offer (ask) id to rent (a positive integer). Creation only. Mutually exclusive with O(offer_filters).
     type: int
   offer_filters:
     description:
@@ -174,7 +174,11 @@ options:
     type: float
     default: 10
   env:
-    description: Environment variables for the container. Creation only.
+    description:
+      - Environment variables for the container. Creation only.
+      - The values are B(not) secret. Like any option that is not C(no_log), Ansible echoes them
+        in the module arguments (C(module_args)) at C(-vvv) and in callbacks that log arguments.
+        Put tokens and passwords in O(secret_env) instead, whose values are masked.
     type: dict
     default: {}
   secret_env:
@@ -411,6 +415,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.base import (
     vast_argument_spec,
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.client import (
+    VastConnectionError,
     VastError,
     VastOfferUnavailableError,
 )
@@ -426,10 +431,16 @@ CREATION_OPTIONS = ("offer_id", "offer_filters", "image", "template_hash")
 RUNTYPES = {"ssh_direct": "ssh_direc ssh_proxy", "ssh_proxy": "ssh_proxy", "args": "args"}
 STOPPED = ("stopped", "exited")
 RECONCILE_TRIES = 5
+MUTATION_RECONCILE_TRIES = 3
 
 
 class CreateFailed(Exception):
     pass
+
+
+def _answer_may_be_lost(exc):
+    """A transport error or a 5xx: the server may have performed the mutation anyway."""
+    return isinstance(exc, VastConnectionError) or (exc.status is not None and exc.status >= 500)
 
 
 def _key_material(text):
@@ -441,6 +452,10 @@ class VastInstance(VastModule):
     def validate(self):
         p = self.params
         errors = []
+        if p["id"] is not None and p["id"] <= 0:
+            errors.append("id must be a positive instance id, not %s" % p["id"])
+        if p["offer_id"] is not None and p["offer_id"] <= 0:
+            errors.append("offer_id must be a positive offer id, not %s" % p["offer_id"])
         if p["label"] is not None and not p["label"].strip():
             errors.append("label must not be empty")
         if p["label"] and len(p["label"]) > 256:
@@ -734,6 +749,57 @@ class VastInstance(VastModule):
             self.client.attach_ssh_key(instance_id, key)
         self.result["actions"].append("attach %d ssh key(s)" % len(p["ssh_keys"]))
 
+    # ------------------------------------------------------------------ mutations
+    def mutate(self, action, row, call, settled, what):
+        """Run one mutation of an existing instance (``call()``); never re-send it blindly.
+
+        When the answer is lost (reset, timeout, 5xx) the server may have done it anyway:
+        re-read the instance (a GET, retried safely) and, when ``settled(row_or_None)``,
+        carry on as a success; otherwise fail naming the instance.
+        """
+        iid = row["id"]
+        try:
+            call()
+            return False
+        except VastError as e:
+            if not _answer_may_be_lost(e):
+                raise
+            cause = e
+        last = None
+        for attempt in range(MUTATION_RECONCILE_TRIES):
+            try:
+                now = self.client.get_instance(iid)
+            except VastError as e:
+                last = e
+            else:
+                last = None
+                if settled(now):
+                    self.result["actions"].append("%s answer lost; instance %s is %s" % (action, iid, what))
+                    return True
+            if attempt + 1 < MUTATION_RECONCILE_TRIES:
+                time.sleep(min(1.0, self.params["poll_interval"]) * (attempt + 1))
+        self.result["changed"] = True  # it may have happened
+        if last is not None:
+            self.fail("%s of instance %s (%s): the answer was lost (%s) and re-reading the instance failed too "
+                      "(%s); its state is unknown, check it with vast_instance_info id=%s" % (
+                          action, iid, row.get("label"), cause.msg, last.msg, iid),
+                      exc=last, instance_id=iid)
+        self.fail("%s of instance %s (%s): the answer was lost (%s) and the instance is not %s after it; "
+                  "nothing was re-sent, run the task again" % (action, iid, row.get("label"), cause.msg, what),
+                  exc=cause, instance_id=iid)
+
+    def destroy_instance(self, row):
+        """Destroy; True when a lost answer was reconciled (the instance is gone)."""
+        return self.mutate("destroy", row, lambda: self.client.destroy(row["id"]),
+                           lambda now: now is None or now.get("destroyed_at") is not None
+                           or now.get("actual_status") == "destroyed", "gone")
+
+    def set_instance_state(self, row, state):
+        return self.mutate("start" if state == "running" else "stop", row,
+                           lambda: self.client.set_state(row["id"], state),
+                           lambda now: now is not None and now.get("intended_status") == state,
+                           "now intended %s" % state)
+
     # ------------------------------------------------------------------ waiting
     def wait_running(self, row, created=False):
         p = self.params
@@ -853,8 +919,9 @@ class VastInstance(VastModule):
             self.result["changed"] = True
             self.result["actions"].append("destroy instance %s" % row["id"])
             if not self.module.check_mode:
-                self.client.destroy(row["id"])
-                self.audit("destroy", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"))
+                lost = self.destroy_instance(row)
+                self.audit("destroy", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
+                           result="reconciled" if lost else "ok")
             self.result["_planned"] = {"state": "absent"}
             return None
 
@@ -881,8 +948,11 @@ class VastInstance(VastModule):
             self.result["changed"] = True
             self.result["actions"].append("set label %r" % p["label"])
             if not self.module.check_mode:
-                self.client.set_label(row["id"], p["label"])
-                self.audit("label", instance_id=row["id"], label=p["label"], price=row.get("dph_total"))
+                lost = self.mutate("label", row, lambda: self.client.set_label(row["id"], p["label"]),
+                                   lambda now: now is not None and now.get("label") == p["label"],
+                                   "labelled %r" % p["label"])
+                self.audit("label", instance_id=row["id"], label=p["label"], price=row.get("dph_total"),
+                           result="reconciled" if lost else "ok")
             row = dict(row, label=p["label"])
 
         status = row.get("actual_status")
@@ -900,8 +970,9 @@ class VastInstance(VastModule):
                 self.result["_planned"] = {"id": row["id"], "label": row.get("label"), "state": "running"}
                 if self.module.check_mode:
                     return row
-                self.client.set_state(row["id"], "running")
-                self.audit("start", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"))
+                lost = self.set_instance_state(row, "running")
+                self.audit("start", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
+                           result="reconciled" if lost else "ok")
             return self.wait_running(row)
         if state == "stopped":
             if status in STOPPED and intended != "running":
@@ -913,8 +984,9 @@ class VastInstance(VastModule):
             self.result["_planned"] = {"id": row["id"], "label": row.get("label"), "state": "stopped"}
             if self.module.check_mode:
                 return row
-            self.client.set_state(row["id"], "stopped")
-            self.audit("stop", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"))
+            lost = self.set_instance_state(row, "stopped")
+            self.audit("stop", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
+                       result="reconciled" if lost else "ok")
             return self.wait_stopped(row)
         if state == "restarted":
             self.result["changed"] = True
@@ -927,8 +999,9 @@ class VastInstance(VastModule):
             else:
                 self.result["actions"].append("start instance %s" % row["id"])
                 if not self.module.check_mode:
-                    self.client.set_state(row["id"], "running")
-                    self.audit("start", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"))
+                    lost = self.set_instance_state(row, "running")
+                    self.audit("start", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
+                               result="reconciled" if lost else "ok")
             if self.module.check_mode:
                 return row
             return self.wait_running(dict(row, actual_status="rebooting"))
@@ -960,9 +1033,9 @@ class VastInstance(VastModule):
             self.result["changed"] = True
             self.result["actions"].append("destroy instance %s (%s)" % (r["id"], r["label"]))
             if not self.module.check_mode:
-                self.client.destroy(r["id"])
+                lost = self.destroy_instance(r)
                 self.audit("destroy", instance_id=r["id"], label=r["label"], price=r.get("dph_total"),
-                           detail="exact_count")
+                           detail="exact_count", result="reconciled" if lost else "ok")
         missing = []
         ix = 1
         while len(keep) + len(missing) < p["exact_count"]:

@@ -29,7 +29,7 @@ attributes:
     support: none
 options:
   id:
-    description: Only the instance with this id (empty result when it does not exist).
+    description: Only the instance with this id, a positive integer (empty result when it does not exist).
     type: int
   label:
     description: Only instances with exactly this label.
@@ -42,7 +42,7 @@ options:
     type: list
     elements: str
   gpu_names:
-    description: Only instances on these GPU models (any spelling, as in M(llmops.vastai.vast_offer_info)).
+    description: Only instances on these GPU models (any spelling, as in M(llmops.vastai.vast_offer_info)); names must not be blank.
     type: list
     elements: str
   connect_with:
@@ -159,6 +159,11 @@ class VastInstanceInfo(VastModule):
             errors.append("parallel must be between 1 and 32")
         if self.params["statuses"] is not None and not self.params["statuses"]:
             errors.append("statuses must not be an empty list")
+        if self.params["id"] is not None and self.params["id"] <= 0:
+            errors.append("id must be a positive instance id, not %s" % self.params["id"])
+        names = self.params["gpu_names"]
+        if names is not None and not all(n is not None and str(n).strip() for n in names):
+            errors.append("gpu_names must not contain empty names")
         return errors
 
     def run(self):

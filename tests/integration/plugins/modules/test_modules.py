@@ -500,3 +500,91 @@ def test_billing_matches_the_ledger(sim):
     res, r2 = call(sim, "vast_billing_info", {"start": str(end - 1800), "end": str(end), "label_prefix": "bill-a"})
     assert res.rc == 0 and [i["id"] for i in r2["instances"]] == [ea["id"]]
     assert r2["instances"][0]["total"] < ea["total"]
+
+
+# Values of the right type that must still be refused before any API call (bad-input campaign).
+INVALID_VALUES = [
+    ("vast_instance", dict(create_args("v"), api_timeout=0), "api_timeout"),  # was silently 30, then rented
+    ("vast_instance", dict(create_args("v"), api_timeout=-5), "api_timeout"),  # was "connect timeout to -5"
+    ("vast_instance", dict(create_args("v"), api_retries=-1), "api_retries"),  # was "local variable 'resp'"
+    ("vast_offer_info", {"api_retries": -3}, "api_retries"),
+    ("vast_offer_info", {"api_timeout": 0}, "api_timeout"),
+    ("vast_instance_info", {"api_timeout": -1}, "api_timeout"),
+    ("vast_billing_info", {"api_retries": -1}, "api_retries"),
+    ("vast_instance", {"label": "v", "offer_id": -5, "image": IMAGE, "state": "running"}, "offer_id"),
+    ("vast_instance", {"label": "v", "offer_id": 0, "image": IMAGE}, "offer_id"),
+    ("vast_instance", {"id": -1, "state": "absent"}, "id must be a positive"),
+    ("vast_instance", {"id": 0, "state": "running"}, "id must be a positive"),
+    ("vast_instance_info", {"id": 0}, "id must be a positive"),
+    ("vast_instance_info", {"id": -7}, "id must be a positive"),
+    ("vast_instance_info", {"gpu_names": [""]}, "gpu_names"),
+    ("vast_instance_info", {"gpu_names": ["RTX 4090", "  "]}, "gpu_names"),
+]
+
+
+def test_bad_values_fail_before_any_api_call(sim):
+    sim.clear_requests()
+    res, results = run_calls(sim, [(m, a) for m, a, _w in INVALID_VALUES])
+    for (module, margs, words), r in zip(INVALID_VALUES, results):
+        assert r.get("failed"), (module, margs, r)
+        assert r["msg"].startswith("invalid arguments") and words in r["msg"], (module, margs, r["msg"])
+        assert r["changed"] is False, (module, margs)
+    assert sim.requests() == []
+    assert sim.state()["instances"] == []
+
+
+def test_lost_answer_on_stop_start_destroy_is_reconciled(sim, tmp_path):
+    """PUT state / DELETE performed by the server but the answer dropped: re-read, carry on."""
+    audit = str(tmp_path / "audit.jsonl")
+    res, r = call(sim, "vast_instance", create_args("lostmut", audit_log=audit))
+    assert res.rc == 0, res.summary()
+    iid = r["instance"]["id"]
+    sim.add_faults([{"endpoint": "manage", "method": "PUT", "fault": "lost_response", "times": 2},
+                    {"endpoint": "destroy", "fault": "lost_response"}])
+    base = {"label": "lostmut", "poll_interval": 0.2, "wait_timeout": 60, "audit_log": audit}
+    res, (stop, start, gone, again) = run_calls(sim, [
+        ("vast_instance", dict(base, state="stopped")),
+        ("vast_instance", dict(base, state="running")),
+        ("vast_instance", dict(base, state="absent")),
+        ("vast_instance", dict(base, state="absent")),
+    ])
+    for t in (stop, start, gone):
+        assert not t.get("failed"), t.get("msg")
+        assert t["changed"] is True
+        assert any("answer lost" in a for a in t["actions"]), t["actions"]
+    assert stop["instance"]["actual_status"] == "stopped"
+    assert start["instance"]["actual_status"] == "running"
+    assert gone["instance"] is None
+    assert not again.get("failed") and again["changed"] is False
+    # each mutation was sent exactly once (never re-sent), and the faults really fired
+    manage = api_requests(sim, "manage", "PUT")
+    assert len(manage) == 2 and all(x.get("fault") == "lost_response" for x in manage), manage
+    destroys = api_requests(sim, "destroy")
+    assert len(destroys) == 1 and destroys[0].get("fault") == "lost_response"
+    assert live(sim, "lostmut") == []
+    lines = [json.loads(x) for x in open(audit).read().splitlines()]
+    assert [(x["action"], x["result"]) for x in lines] == [
+        ("create", "ok"), ("stop", "reconciled"), ("start", "reconciled"), ("destroy", "reconciled")]
+    assert all(x["instance_id"] == iid for x in lines)
+
+
+def test_lost_answer_not_confirmed_fails_naming_the_instance(sim):
+    """A reset before the server acted: the re-read shows no change -> clear failure, no re-send."""
+    res, r = call(sim, "vast_instance", create_args("lostfail"))
+    assert res.rc == 0, res.summary()
+    iid = r["instance"]["id"]
+    sim.add_faults([{"endpoint": "manage", "method": "PUT", "fault": "reset"},
+                    {"endpoint": "destroy", "fault": "reset"}])
+    res, (stop, destroy) = run_calls(sim, [
+        ("vast_instance", {"label": "lostfail", "state": "stopped", "poll_interval": 0.2}),
+        ("vast_instance", {"label": "lostfail", "state": "absent", "poll_interval": 0.2}),
+    ])
+    for t, what in ((stop, "stop"), (destroy, "destroy")):
+        assert t.get("failed"), t
+        assert t["msg"].startswith("%s of instance %s" % (what, iid)), t["msg"]
+        assert "answer was lost" in t["msg"] and t["instance_id"] == iid
+        assert "cannot talk to the vast.ai API" not in t["msg"]
+    assert len(api_requests(sim, "manage", "PUT")) == 1
+    assert len(api_requests(sim, "destroy")) == 1
+    rows = live(sim, "lostfail")
+    assert len(rows) == 1 and rows[0]["intended_status"] == "running"

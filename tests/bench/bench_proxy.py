@@ -72,16 +72,20 @@ def main(argv=None):
 
     print(f"nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"wrk -t2 -c{args.connections} -d{args.duration}s per row")
+          f"wrk -t2 -c{args.connections} (or -c4) -d{args.duration}s per row")
     print("stream: 8 tokens per request, STANDIN_TOKEN_DELAY=0.001 s; engine: python stand-in (asyncio)")
     rows = []
     with render.standin(engine, token_delay=0.001, extra_env={"STANDIN_MAX_CONCURRENCY": "1024"}), \
             render.nginx(conf):
-        for name, path, script in (("/health", "/health", None),
-                                   ("stream chat", "/v1/chat/completions", lua)):
-            run_wrk(f"http://127.0.0.1:{listen}{path}", 2, args.connections, script)  # warm-up
-            direct = run_wrk(f"http://127.0.0.1:{engine}{path}", args.duration, args.connections, script)
-            proxied = run_wrk(f"http://127.0.0.1:{listen}{path}", args.duration, args.connections, script)
+        # Saturating load (CPU-bound on a small host: wrk, nginx and the engine share the cores),
+        # then a light load (4 connections) that shows the per-request cost of the extra hop.
+        for name, path, script, conns in (("/health", "/health", None, args.connections),
+                                          ("stream chat", "/v1/chat/completions", lua, args.connections),
+                                          ("/health c4", "/health", None, 4),
+                                          ("stream c4", "/v1/chat/completions", lua, 4)):
+            run_wrk(f"http://127.0.0.1:{listen}{path}", 2, conns, script)  # warm-up
+            direct = run_wrk(f"http://127.0.0.1:{engine}{path}", args.duration, conns, script)
+            proxied = run_wrk(f"http://127.0.0.1:{listen}{path}", args.duration, conns, script)
             rows.append((name, direct, proxied))
     with open(os.path.join(work, "vllm-access.log")) as f:
         logged = sum(1 for _ in f)

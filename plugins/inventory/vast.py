@@ -27,7 +27,7 @@ description:
     entry is specific to the API URL, the account (a short one-way fingerprint of the key,
     never the key) and the server-side filters (O(statuses), O(labels), O(gpu_names)).
 author:
-  - llmops.vastai maintainers
+  - llmops.vastai maintainers (@llmops)
 requirements:
   - requests (on the controller, only when the API is called)
 extends_documentation_fragment:

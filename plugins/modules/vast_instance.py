@@ -794,6 +794,17 @@ class VastInstance(VastModule):
                            lambda now: now is None or now.get("destroyed_at") is not None
                            or now.get("actual_status") == "destroyed", "gone")
 
+    def change_power(self, row, state, action):
+        """Plan a start/stop (result, actions, diff plan); outside check mode send it and audit it."""
+        self.result["changed"] = True
+        self.result["actions"].append("%s instance %s" % (action, row["id"]))
+        self.result["_planned"] = {"id": row["id"], "label": row.get("label"), "state": state}
+        if self.module.check_mode:
+            return
+        lost = self.set_instance_state(row, state)
+        self.audit(action, instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
+                   result="reconciled" if lost else "ok")
+
     def set_instance_state(self, row, state):
         return self.mutate("start" if state == "running" else "stop", row,
                            lambda: self.client.set_state(row["id"], state),
@@ -965,28 +976,18 @@ class VastInstance(VastModule):
             if status == "running":
                 return row
             if intended != "running":
-                self.result["changed"] = True
-                self.result["actions"].append("start instance %s" % row["id"])
-                self.result["_planned"] = {"id": row["id"], "label": row.get("label"), "state": "running"}
+                self.change_power(row, "running", "start")
                 if self.module.check_mode:
                     return row
-                lost = self.set_instance_state(row, "running")
-                self.audit("start", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
-                           result="reconciled" if lost else "ok")
             return self.wait_running(row)
         if state == "stopped":
             if status in STOPPED and intended != "running":
                 return row
             if intended == "stopped":  # already asked for; just wait
                 return self.wait_stopped(row)
-            self.result["changed"] = True
-            self.result["actions"].append("stop instance %s" % row["id"])
-            self.result["_planned"] = {"id": row["id"], "label": row.get("label"), "state": "stopped"}
+            self.change_power(row, "stopped", "stop")
             if self.module.check_mode:
                 return row
-            lost = self.set_instance_state(row, "stopped")
-            self.audit("stop", instance_id=row["id"], label=row.get("label"), price=row.get("dph_total"),
-                       result="reconciled" if lost else "ok")
             return self.wait_stopped(row)
         if state == "restarted":
             self.result["changed"] = True

@@ -27,15 +27,16 @@ description:
 author:
   - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - llmops.vastai.vast
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Offers are searched (a read) so the would-be offer is reported; nothing is rented or changed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+  platform:
+    platforms: all
 options:
   state:
     description:

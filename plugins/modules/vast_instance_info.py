@@ -19,14 +19,15 @@ description:
 author:
   - llmops.vastai maintainers (@llmops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - llmops.vastai.vast
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: all
 options:
   id:
     description: Only the instance with this id, a positive integer (empty result when it does not exist).

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 from tests.unit.roles import render
+from tests.helpers.net import free_port
 
 TOKEN = "bench-token-0123456789abcdef"
 STREAM_BODY = ('{"model":"qwen-test","stream":true,"max_tokens":8,'
@@ -57,7 +58,7 @@ def main(argv=None):
             raise RuntimeError(f"{tool} missing: run tools/setup-host.sh")
 
     work = tempfile.mkdtemp(prefix="bench-proxy-")
-    engine, listen = render.free_port(), render.free_port()
+    engine, listen = free_port(), free_port()
     conf = render.render_proxy(work, TOKEN, upstream_port=engine, listen=listen)
     # Same role config, with as many workers as cores (the Debian default is `auto`).
     with open(conf) as f:

@@ -17,6 +17,7 @@ import threading
 import time
 
 from tests.unit.roles import render
+from tests.helpers.net import free_port
 
 TOKEN = "proxy-load-token-0123456789abcdef"
 MODEL = "qwen-test"
@@ -148,7 +149,7 @@ def run(kills=(6.0,), down_seconds=1.5, load_seconds=2.0, tail_seconds=6.0, max_
     /health 200 again. The load then continues `tail_seconds` after the last recovery.
     Returns a result dict (records, cycles, pids, summary)."""
     wd = workdir or render.workdir("llmops-proxyload-")
-    engine_port, listen = render.free_port(), render.free_port()
+    engine_port, listen = free_port(), free_port()
     conf = render.render_proxy(wd, TOKEN, engine_port, listen)
     extra = {"STANDIN_MAX_CONCURRENCY": "64"}
     result = {"cycles": [], "engine_pids": [], "nginx_pid": None, "workdir": wd, "listen": listen}

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from tests.helpers.net import free_port
 
 vastsim_helper = pytest.importorskip("tests.helpers.vastsim")
 
@@ -32,7 +33,7 @@ def api(sim, method, path, body=None, key=None):
 
 @pytest.fixture
 def engine(tmp_path):
-    port = vastsim_helper.free_port()
+    port = free_port()
     env = dict(os.environ, STANDIN_LOAD_SECONDS="0", STANDIN_TOKEN_DELAY="0.02")
     proc = subprocess.Popen([sys.executable, str(STANDIN), "m", "--served-model-name", "m", "--port", str(port),
                              "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

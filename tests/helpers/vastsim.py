@@ -11,23 +11,17 @@ Keyword arguments are the launcher's options (`latency=50` → `--latency 50`, `
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from tests.helpers.net import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(ROOT, "tools", "vastsim")
 TEST_SPEED = 20.0   # provision 4 s + image pull 40 s of simulated time → ~2.2 s real
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class VastSim:

@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,17 +10,12 @@ import time
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tests.helpers.net import free_port
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 APP = os.path.join(REPO, "tools", "engine_standin", "vllm_standin.py")
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Standin:

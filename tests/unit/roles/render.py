@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,12 +55,6 @@ def render_many(role, jobs):
     if res.returncode != 0:
         raise RuntimeError(f"rendering {role} templates failed:\n{res.stdout[-3000:]}{res.stderr[-2000:]}")
     return results
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_main_conf(workdir, site, workers=1):

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.unit.roles import render
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (tools/setup-host.sh)")
 
@@ -22,7 +23,7 @@ def confs(tmp_path_factory):
     jobs = {}
     for name, key in (("plain", ""), ("engine_key", ENGINE_KEY)):
         jobs[name] = dict(workdir=str(tmp_path_factory.mktemp(name)), token=TOKEN,
-                          upstream_port=render.free_port(), listen=render.free_port(), engine_key=key)
+                          upstream_port=free_port(), listen=free_port(), engine_key=key)
     paths = render.render_proxies(list(jobs.values()))
     for job, path in zip(jobs.values(), paths):
         job["conf"] = path

@@ -341,19 +341,7 @@ def manage_bulk(req):
     ids = body.pop("ids", None)
     if not isinstance(ids, list) or not ids:
         raise ApiError(400, "invalid_args", "ids must be a non-empty list of instance ids")
-    results = []
-    for raw in ids:
-        iid = _int_id(raw)
-        inst = req.sim.get_live(iid)
-        if inst is None:
-            results.append({"id": iid, "success": False, "error": "no_such_instance"})
-            continue
-        try:
-            _apply_manage(req, inst, body)
-            results.append({"id": iid, "success": True})
-        except ApiError as e:
-            results.append({"id": iid, "success": False, "error": e.error, "msg": e.msg})
-    return _ok(results=results)
+    return _ok(results=_per_instance(req, ids, "no_such_instance", lambda inst: _apply_manage(req, inst, body)))
 
 
 def reboot(req):
@@ -378,16 +366,24 @@ def destroy_bulk(req):
     ids = _body_dict(req).get("instance_ids", _body_dict(req).get("ids"))
     if not isinstance(ids, list) or not ids:
         raise ApiError(400, "invalid_args", "instance_ids must be a non-empty list")
+    return _ok(results=_per_instance(req, ids, "not_found", req.sim.destroy))
+
+
+def _per_instance(req, ids, missing_error, action):
+    """Bulk forms: apply `action` to each live instance; one result row per id, failures included."""
     results = []
     for raw in ids:
         iid = _int_id(raw)
         inst = req.sim.get_live(iid)
         if inst is None:
-            results.append({"id": iid, "success": False, "error": "not_found"})
-        else:
-            req.sim.destroy(inst)
+            results.append({"id": iid, "success": False, "error": missing_error})
+            continue
+        try:
+            action(inst)
             results.append({"id": iid, "success": True})
-    return _ok(results=results)
+        except ApiError as e:
+            results.append({"id": iid, "success": False, "error": e.error, "msg": e.msg})
+    return results
 
 
 # --- logs and execute ---------------------------------------------------------------------------

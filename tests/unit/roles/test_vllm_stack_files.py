@@ -22,6 +22,8 @@ VARIANTS = {
     "gpu_ids": {"_vllm_stack_gpu_on": True, "vllm_stack_gpu_device_ids": [0, 1]},
     "hf_token": {"vllm_stack_hf_token": "hf_abc"},
     "no_secrets": {"vllm_stack_api_key": ""},
+    # a user-chosen key with shell syntax in it: the entrypoint sources the file with /bin/sh
+    "odd_key": {"vllm_stack_api_key": "a$b 'c\" `d` ;e", "vllm_stack_hf_token": "hf_$(id)"},
 }
 
 
@@ -51,8 +53,13 @@ def test_compose_service(variants):
     assert svc["ports"] == ["127.0.0.1:8000:8000"]
     assert svc["pull_policy"] == "missing"
     assert svc["environment"] == {"STANDIN_LOAD_SECONDS": "5"}
-    assert svc["env_file"] == ["/opt/llm-stack/vllm.env"]
-    assert svc["volumes"] == ["/opt/llm-stack/hf-cache:/root/.cache/huggingface"]
+    # secrets: no env_file (docker would copy them into the container's config); the file is
+    # mounted and exported by the shell entrypoint, which then execs `vllm serve`
+    assert "env_file" not in svc
+    assert svc["entrypoint"] == ["/bin/sh", "-c", 'set -a && . /run/llm-stack/vllm.env && set +a && exec "$$0" "$$@"',
+                                 "vllm", "serve"]
+    assert svc["volumes"] == ["/opt/llm-stack/hf-cache:/root/.cache/huggingface",
+                              "/opt/llm-stack/vllm.env:/run/llm-stack/vllm.env:ro"]
     assert svc["healthcheck"]["test"][:2] == ["CMD", "curl"] and svc["healthcheck"]["start_period"] == "1800s"
     assert "deploy" not in svc
 
@@ -73,6 +80,16 @@ def test_env_file_has_only_the_secrets(variants):
     with open(files["docker-compose.yml"]) as f:
         text = f.read()
     assert "k-123" not in text and "hf_abc" not in text
+
+
+def test_env_file_exports_exact_values_through_the_entrypoint(variants):
+    """What the engine sees is what was configured, whatever the characters (sourced by sh)."""
+    svc = compose(variants["default"])
+    script = svc["entrypoint"][2].replace("$$", "$").replace("/run/llm-stack/vllm.env", variants["odd_key"]["vllm.env"])
+    out = subprocess.run(["/bin/sh", "-c", script, "env"], capture_output=True, text=True, check=True,
+                         env={"PATH": os.environ["PATH"]}).stdout.splitlines()
+    assert "VLLM_API_KEY=a$b 'c\" `d` ;e" in out
+    assert "HF_TOKEN=hf_$(id)" in out and "HUGGING_FACE_HUB_TOKEN=hf_$(id)" in out
 
 
 def test_env_file_empty_without_secrets(variants):

@@ -8,19 +8,29 @@ Secrets: the vast.ai API key (the simulator runs with it: --api-key), a wrong va
 auth-failure path), a Hugging Face token and a vLLM API key (container env on create and the
 token file), a registry password (image_login).
 
-    python -m tests.campaigns.secrets [--full]    # prints the findings
+With `docker=True` (`--docker`) the playbooks run against a `--hosts docker` simulator whose
+instances are real containers (sshd, systemd, Docker): provision.yml with the stack deployed,
+deploy.yml, idle_shutdown.yml (for real, over SSH), power_off/power_on with the health wait,
+cost_report and teardown. Before teardown every file on the instance is read (plus the process
+command lines and the journal): the vLLM API key and the HF token may only be in the stack's
+env file, nginx's token map, and Docker's record of the engine container's environment
+(all 0600, root); anywhere else is a leak.
+
+    python -m tests.campaigns.secrets [--full | --docker]    # prints the findings
 """
 import argparse
+import fnmatch
 import json
 import os
 import secrets as pysecrets
 import stat
+import subprocess
 import sys
 import tempfile
 import time
 
 from tests.campaigns.common import playbook
-from tests.helpers.ansible import REPO, run_playbook
+from tests.helpers.ansible import REPO, run_inventory, run_playbook
 from tests.helpers.vastsim import launch
 
 IMAGE = "vllm/vllm-openai:v0.20.0"
@@ -65,16 +75,71 @@ def module_tasks(s):
     ]
 
 
+# Where the endpoint's secrets belong on the instance (each must be 0600, root): the stack's env
+# file and nginx's token map. Not Docker's or containerd's state: the engine gets the secrets
+# from the mounted env file, not from the container's configuration (vllm_stack role).
+HOST_ALLOWED = [
+    ("/opt/llm-stack/vllm.env", {"hf_token", "vllm_api_key"}),
+    ("/etc/nginx/llm-proxy/auth.conf", {"vllm_api_key"}),
+]
+
+# Runs inside the instance (python3 -, SECRETS prepended): every regular file under / except
+# the kernel's trees and the overlay mounts of running containers (their layers are read
+# directly), plus every process's command line and the journal as text (it may be compressed
+# on disk). Prints one JSON line.
+HOST_SCAN = r'''
+import json, os, stat, subprocess
+hits, files, size = [], 0, 0
+def check(path, data, st):
+    names = [n for n, v in SECRETS.items() if v.encode() in data]
+    if names:
+        hits.append({"path": path, "names": names, "mode": stat.S_IMODE(st.st_mode) if st else 0,
+                     "uid": st.st_uid if st else -1})
+for dirpath, dirnames, filenames in os.walk("/"):
+    if dirpath == "/":
+        dirnames[:] = [d for d in dirnames if d not in ("proc", "sys", "dev")]
+    if dirpath.startswith("/var/lib/docker/overlay2/"):
+        dirnames[:] = [d for d in dirnames if d != "merged"]
+    for fn in filenames:
+        path = os.path.join(dirpath, fn)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 2 ** 20:
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        files += 1
+        size += len(data)
+        check(path, data, st)
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                check("/proc/%s/cmdline" % pid, f.read(), None)
+        except OSError:
+            pass
+try:
+    journal = subprocess.run(["journalctl", "--no-pager", "-o", "cat"], capture_output=True, timeout=120).stdout
+    check("journalctl (all units, as text)", journal, None)
+except (OSError, subprocess.SubprocessError):
+    pass
+print(json.dumps({"hits": hits, "files": files, "bytes": size}))
+'''
+
+
 def scan_text(text, secret_values):
     return sorted(name for name, v in secret_values.items() if v in (text or ""))
 
 
 class Audit:
-    def __init__(self, full=False, out=sys.stdout):
-        self.full, self.out = full, out
+    def __init__(self, full=False, docker=False, out=sys.stdout):
+        self.full, self.docker, self.out = full, docker, out
         self.s = make_secrets()
         self.findings = []   # (where, secret names)
-        self.runs = []
+        self.runs = []       # (name, rc, seconds)
+        self.must_fail = set()
         self.checked = {"outputs": 0, "files": 0, "requests": 0, "log_bytes": 0}
 
     def finding(self, where, names):
@@ -101,38 +166,29 @@ class Audit:
             os.makedirs(d)
         self.tokens = os.path.join(self.home, ".config", "llmops-vastai", "tokens")
         os.makedirs(self.tokens)
+        label = "sec-dock" if self.docker else "sec-prov"
         # the endpoint's token, where provision.yml keeps it (the one place a secret belongs)
-        token_file = os.path.join(self.tokens, "sec-prov.token")
+        token_file = os.path.join(self.tokens, label + ".token")
         with open(token_file, "w") as f:
             f.write(self.s["vllm_api_key"] + "\n")
         os.chmod(token_file, 0o600)
-        self.sim = launch(hosts="none", api_key=self.s["vast_api_key"], speed=60)
+        self.allowed = {os.path.realpath(token_file): {"vllm_api_key"}}
+        if self.docker:
+            from tests.helpers import images
+            self.imgs = images.ensure_images()
+            self.sim = launch(hosts="docker", api_key=self.s["vast_api_key"], speed=20)
+        else:
+            self.sim = launch(hosts="none", api_key=self.s["vast_api_key"], speed=60)
         self.env = dict(self.sim.env, HOME=self.home, ANSIBLE_LOG_PATH=os.path.join(logs, "ansible.log"),
                         VAST_AUDIT_LOG=os.path.join(logs, "audit.jsonl"),
                         ANSIBLE_LOCAL_TEMP=os.path.join(self.home, ".ansible", "tmp"))
-        secret_vars = {k: v for k, v in self.s.items()}
-        self.out.write("secret audit (%s), -vvv, workdir %s\n" % ("full" if self.full else "sample", tmp))
+        mode = "docker hosts" if self.docker else "full" if self.full else "sample"
+        self.out.write("secret audit (%s), -vvv, workdir %s\n" % (mode, tmp))
         try:
-            self.run("modules", playbook(module_tasks(self.s), "secret audit: modules"), secret_vars)
-            if self.full:
-                self.run("cost_report.yml", os.path.join(PLAYBOOKS, "cost_report.yml"),
-                         {"cost_report_dir": os.path.join(self.work, "reports")})
-                prov = {"vast_mode": "container", "provision_deploy": False, "instance_label": "sec-prov",
-                        "vast_profile": "budget", "llmops_token_dir": self.tokens, "wait_timeout": 120,
-                        "vllm_stack_hf_token": self.s["hf_token"]}
-                self.run("provision.yml (container, no deploy)", os.path.join(PLAYBOOKS, "provision.yml"), prov)
-                self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": "sec-prov"})
-                self.run("power_on.yml", os.path.join(PLAYBOOKS, "power_on.yml"),
-                         {"instance_label": "sec-prov", "wait_for_health": False})
-                inv = os.path.join(self.work, "audit.vast.yml")
-                with open(inv, "w") as f:
-                    f.write("plugin: llmops.vastai.vast\nstatuses: [running]\nlabel_prefix: [sec-]\n")
-                self.run("idle_shutdown.yml --check", os.path.join(PLAYBOOKS, "idle_shutdown.yml"),
-                         {"idle_shutdown_probe_timeout": 3, "idle_shutdown_probe_delay": 1}, check=True, inventory=inv)
-                self.run("cost_report.yml (after)", os.path.join(PLAYBOOKS, "cost_report.yml"),
-                         {"cost_report_dir": os.path.join(self.work, "reports")})
-                self.run("teardown.yml", os.path.join(PLAYBOOKS, "teardown.yml"),
-                         {"instance_label": "sec-prov", "confirm": "sec-prov"})
+            if self.docker:
+                self.docker_runs(tmp, label)
+            else:
+                self.none_runs(label)
             log = self.sim.requests()
         finally:
             self.sim.stop()
@@ -141,8 +197,115 @@ class Audit:
             self.checked["requests"] += 1
             self.finding("simulator request %s %s?%s" % (e.get("method"), e.get("path"), e.get("query")),
                          scan_text(json.dumps(e), self.s))
-        # every file under the audit's directories, plus /tmp files changed meanwhile
-        allowed = {os.path.realpath(token_file): {"vllm_api_key"}}
+        self.scan_controller(tmp, started)
+        for p in (self.env["ANSIBLE_LOG_PATH"], self.env["VAST_AUDIT_LOG"]):
+            if not os.path.exists(p) or os.path.getsize(p) == 0:
+                self.findings.append(("%s was not written: nothing audited there" % p, ["(coverage)"]))
+        self.report(tmp)
+        return self
+
+    def none_runs(self, label):
+        """Modules (always) and, with full, every playbook that works on a --hosts none simulator."""
+        self.run("modules", playbook(module_tasks(self.s), "secret audit: modules"), dict(self.s))
+        if not self.full:
+            return
+        self.run("cost_report.yml", os.path.join(PLAYBOOKS, "cost_report.yml"),
+                 {"cost_report_dir": os.path.join(self.work, "reports")})
+        prov = {"vast_mode": "container", "provision_deploy": False, "instance_label": label,
+                "vast_profile": "budget", "llmops_token_dir": self.tokens, "wait_timeout": 120,
+                "vllm_stack_hf_token": self.s["hf_token"]}
+        self.run("provision.yml (container, no deploy)", os.path.join(PLAYBOOKS, "provision.yml"), prov)
+        self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": label})
+        self.run("power_on.yml", os.path.join(PLAYBOOKS, "power_on.yml"),
+                 {"instance_label": label, "wait_for_health": False})
+        inv = self.inventory_file("running")
+        self.run("idle_shutdown.yml --check", os.path.join(PLAYBOOKS, "idle_shutdown.yml"),
+                 {"idle_shutdown_probe_timeout": 3, "idle_shutdown_probe_delay": 1}, check=True, inventory=inv)
+        self.run("cost_report.yml (after)", os.path.join(PLAYBOOKS, "cost_report.yml"),
+                 {"cost_report_dir": os.path.join(self.work, "reports")})
+        self.run("teardown.yml", os.path.join(PLAYBOOKS, "teardown.yml"), {"instance_label": label, "confirm": label})
+
+    def inventory_file(self, *statuses):
+        inv = os.path.join(self.work, "audit.vast.yml")
+        with open(inv, "w") as f:
+            f.write("plugin: llmops.vastai.vast\nstatuses: [%s]\nlabel_prefix: [sec-]\n" % ", ".join(statuses))
+        return inv
+
+    def docker_runs(self, tmp, label):
+        """The lifecycle on a real container host: rent + deploy, re-deploy, idle check over SSH,
+        power off/on with the health wait, the wrong key on the inventory; the host is read
+        before teardown."""
+        from tests.helpers import images
+        archive = os.path.join(tmp, "engine.tar.gz")  # no registry here: the engine image travels as a file
+        with open(archive, "wb") as f:
+            save = subprocess.Popen(["docker", "save", self.imgs["vllm"]], stdout=subprocess.PIPE,
+                                    env=images.docker_env())
+            subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=f, check=True)
+            if save.wait() != 0:
+                raise RuntimeError("docker save %s failed" % self.imgs["vllm"])
+        key = os.path.join(self.home, ".ssh", "llmops_vastai_ed25519")
+        self.env.update({"ANSIBLE_PRIVATE_KEY_FILE": key, "ANSIBLE_HOST_KEY_CHECKING": "False",
+                         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s"
+                                             " -o UserKnownHostsFile=/dev/null",
+                         "DOCKER_HOST": images.docker_env()["DOCKER_HOST"]})
+        stack = {"llmops_token_dir": self.tokens, "llmops_engine_image_archive": archive,
+                 "vllm_stack_hf_token": self.s["hf_token"]}
+        self.run("provision.yml (vm, deploy)", os.path.join(PLAYBOOKS, "provision.yml"),
+                 dict(stack, instance_label=label, vast_profile="budget"))
+        inv = self.inventory_file("running")
+        self.run("deploy.yml", os.path.join(PLAYBOOKS, "deploy.yml"), dict(stack, deploy_hosts=label), inventory=inv)
+        self.run("idle_shutdown.yml", os.path.join(PLAYBOOKS, "idle_shutdown.yml"),
+                 {"idle_shutdown_probe_timeout": 10, "idle_shutdown_probe_delay": 2}, inventory=inv)
+        self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": label})
+        self.run("power_on.yml (health wait)", os.path.join(PLAYBOOKS, "power_on.yml"),
+                 {"instance_label": label, "health_timeout": 300})
+        res = run_inventory(inv, env=dict(self.env, VAST_API_KEY=self.s["wrong_vast_key"]), verbosity=3)
+        self.runs.append(("ansible-inventory (wrong key)", res.rc, round(res.duration, 1)))
+        self.must_fail.add("ansible-inventory (wrong key)")
+        for stream, text in (("stdout", res.stdout), ("stderr", res.stderr)):
+            self.checked["outputs"] += 1
+            self.finding("ansible-inventory (wrong key) %s" % stream, scan_text(text, self.s))
+        self.out.write("  %-34s rc=%d %5.1fs (must fail)\n" % ("ansible-inventory (wrong key)", res.rc, res.duration))
+        self.scan_host(label)
+        self.run("cost_report.yml", os.path.join(PLAYBOOKS, "cost_report.yml"),
+                 {"cost_report_dir": os.path.join(self.work, "reports")})
+        self.run("teardown.yml", os.path.join(PLAYBOOKS, "teardown.yml"), {"instance_label": label, "confirm": label})
+
+    def scan_host(self, label):
+        """Read every file on the instance (a container of the simulator's docker backend)."""
+        from tests.helpers import images
+        inst = [i for i in self.sim.state()["instances"] if i.get("label") == label and i.get("destroyed_at") is None]
+        if len(inst) != 1:
+            self.findings.append(("instance %s not found for the host scan" % label, ["(coverage)"]))
+            return
+        cid = images.docker("ps", "-q", "--filter", "label=llmops-vastai.vastsim.instance=%s" % inst[0]["id"]).stdout.strip()
+        if not cid:
+            self.findings.append(("container of %s not found for the host scan" % label, ["(coverage)"]))
+            return
+        # the key did reach the engine (through the env file): it refuses /v1 without it
+        code = images.docker("exec", cid, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             "http://127.0.0.1:8000/v1/models", check=False).stdout.strip()
+        if code != "401":
+            self.findings.append(("engine answered %s (not 401) on /v1/models without the key" % code, ["(coverage)"]))
+        wanted = {k: self.s[k] for k in ("vast_api_key", "hf_token", "vllm_api_key")}
+        script = "SECRETS = %s\n%s" % (json.dumps(wanted), HOST_SCAN)
+        res = images.docker("exec", "-i", cid, "python3", "-", input=script, timeout=600)
+        doc = json.loads(res.stdout.strip().splitlines()[-1])
+        self.checked["host_files"] = doc["files"]
+        self.checked["host_bytes"] = doc["bytes"]
+        for hit in doc["hits"]:
+            where, names, mode, uid = hit["path"], set(hit["names"]), hit["mode"], hit["uid"]
+            ok = set()
+            for pattern, allowed in HOST_ALLOWED:
+                if fnmatch.fnmatch(where, pattern):
+                    ok = allowed
+            if ok and (mode & 0o077 or uid != 0):
+                self.finding("host %s (mode %o uid %d, should be 0600 root)" % (where, mode, uid), sorted(names & ok))
+            self.finding("host " + where, sorted(names - ok))
+        self.host_hits = doc["hits"]
+
+    def scan_controller(self, tmp, started):
+        """Every file under the audit's directories, plus /tmp files changed meanwhile."""
         for root in (tmp, "/tmp"):
             for dirpath, dirnames, filenames in os.walk(root):
                 if root == "/tmp" and dirpath.startswith(tmp):
@@ -164,15 +327,14 @@ class Audit:
                     if path.endswith(".log") or path.endswith(".jsonl"):
                         self.checked["log_bytes"] += len(data)
                     names = scan_text(data, self.s)
-                    ok = allowed.get(os.path.realpath(path), set())
+                    ok = self.allowed.get(os.path.realpath(path), set())
                     if ok and (st.st_mode & 0o077):
                         self.finding("%s (mode %o, should be 0600)" % (path, st.st_mode & 0o777), sorted(ok))
                     self.finding(path, [n for n in names if n not in ok])
-        for p in (self.env["ANSIBLE_LOG_PATH"], self.env["VAST_AUDIT_LOG"]):
-            if not os.path.exists(p) or os.path.getsize(p) == 0:
-                self.findings.append(("%s was not written: nothing audited there" % p, ["(coverage)"]))
-        self.report(tmp)
-        return self
+
+    def bad_runs(self):
+        """Runs that did not end as they must (every playbook green; the wrong-key runs failing)."""
+        return [r for r in self.runs if (r[1] != 0) != (r[0] in self.must_fail)]
 
     def report(self, tmp):
         w = self.out.write
@@ -180,6 +342,11 @@ class Audit:
         w("runs: %d (%s)\n" % (len(self.runs), ", ".join("%s rc=%d" % (n, rc) for n, rc, _ in self.runs)))
         w("checked: %d output streams, %d simulator requests, %d files (%d bytes of logs/audit)\n" % (
             self.checked["outputs"], self.checked["requests"], self.checked["files"], self.checked["log_bytes"]))
+        if "host_files" in self.checked:
+            w("instance: %d files read (%.0f MB), process command lines, the journal; secrets where they belong: %s\n" % (
+                self.checked["host_files"], self.checked["host_bytes"] / 2 ** 20,
+                ", ".join("%s (%s)" % (h["path"], "+".join(h["names"])) for h in self.host_hits
+                          if any(fnmatch.fnmatch(h["path"], p) for p, _ in HOST_ALLOWED)) or "-"))
         w("secrets: %s\n" % ", ".join(sorted(self.s)))
         w("leaks: %d\n" % len(self.findings))
         for where, names in self.findings:
@@ -191,8 +358,9 @@ class Audit:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--docker", action="store_true", help="the playbooks on real container hosts")
     a = ap.parse_args(argv)
-    audit = Audit(full=a.full).go()
+    audit = Audit(full=a.full, docker=a.docker).go()
     return 1 if audit.findings else 0
 
 

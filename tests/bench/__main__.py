@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark module (tests/bench/bench_*.py) one after another.
 
-Each module's main() prints its own table of figures and ratios against its baseline;
-this runner only sequences them and reports which ones failed to run.
+Each module's main() prints its own detailed table and records its headline figures (medians
+over its repeated runs) in tests.bench.summary; this runner sequences them and ends with one
+table of every headline figure against its baseline.
 """
 import importlib
 import pkgutil
@@ -10,6 +11,7 @@ import time
 import traceback
 
 import tests.bench as pkg
+from tests.bench import summary
 
 
 def main(argv):
@@ -27,6 +29,8 @@ def main(argv):
             traceback.print_exc()
             failed.append(name)
         print(f"--- {name}: {time.monotonic() - started:.1f} s", flush=True)
+    print("\n=== summary: ours vs baseline (ratio < 1: ours is smaller) ===")
+    print(summary.table())
     if failed:
         print(f"\nbenchmarks that failed to run: {', '.join(failed)}")
     return 1 if failed else 0

@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 
+from tests.bench import summary
 from tests.helpers.ansible import REPO
 from tests.helpers.vastsim import start_vastsim
 
@@ -131,6 +132,12 @@ def main():
         print("%-17s %8.4f %10.4f %12.2f %12.2f %12.2f %7.1f%% %9.0f s (max %.0f)" % (
             name, r["off"]["dph"], r["off"]["storage_dph"], off, on, de, 100 * (off - on) / off if off else 0,
             r["on-stop"]["delay"], r["on-stop"]["delay_max"]))
+        summary.record("cost", "%s: forgotten 62 h, idle shutdown on (stop) vs off" % name, on, off, "$",
+                       note="on (destroy): $%.2f; GPU $%.4f/h, storage $%.4f/h" % (de, r["off"]["dph"],
+                                                                                r["off"]["storage_dph"]))
+        summary.record("cost", "%s: idle threshold -> stop, 5-min schedule (s)" % name, r["on-stop"]["delay"],
+                       None, "s", note="median of %d schedule phases, max %.0f s (decision filter + ledger)"
+                       % (len(PHASES), r["on-stop"]["delay_max"]))
     print("off: GPU + storage for %d h; on(stop): GPU until the stop, storage all weekend; on(destroy): "
           "all charges end at the stop" % (FORGOTTEN_S // 3600))
 

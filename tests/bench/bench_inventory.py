@@ -21,6 +21,7 @@ import time
 
 import yaml
 
+from tests.bench import summary
 from tests.helpers.vastsim import start_vastsim
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -200,6 +201,14 @@ def main(argv=None):
     print("same ratios from the fastest run of each (least disturbed by other load): cold / CLI = %.2f, "
           "warm / static same vars = %.2f, warm / static ansible_* only = %.2f"
           % (cold_par["min"] / cli["min"], warm["min"] / static["min"], warm["min"] / lean["min"]))
+    n = "%d hosts, %d ms/request, median of %d" % (args.count, args.latency, args.runs)
+    summary.record("inventory", "cold --list vs `vastai show instances --raw` (s)", cold_par["median"], cli["median"],
+                   "s", ("<= 0.50", lambda r: r <= 0.5), note=n)
+    summary.record("inventory", "warm (cache) vs static YAML, same vars (s)", warm["median"], static["median"], "s",
+                   ("<= 1.20", lambda r: r <= 1.2))
+    summary.record("inventory", "warm (cache) vs static YAML, ansible_* only (s)", warm["median"], lean["median"], "s")
+    summary.record("inventory", "API calls of a warm run", warm["calls"], None, "", ("== 0", lambda v: v == 0))
+    summary.record("inventory", "cold parallel (8) vs sequential listing (s)", cold_par["median"], cold_seq["median"], "s")
     return 0
 
 

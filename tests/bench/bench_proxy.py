@@ -3,7 +3,7 @@
 The engine stand-in (tools/engine_standin, a python process) and the host's nginx with the
 role's config (work dir via -c; pid, logs and temp paths inside it) run on loopback; wrk loads
 `/health` and a streamed chat completion, directly and through nginx, side by side. Prints
-throughput, p50/p99 and errors; no timed assertions.
+throughput, p50/p99 and errors (medians of interleaved rounds); no timed assertions.
 
     .venv/bin/python -m tests.bench.bench_proxy [--duration S] [--connections N]
 """
@@ -11,10 +11,12 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 
+from tests.bench import summary
 from tests.unit.roles import render
 from tests.helpers.net import free_port
 
@@ -48,10 +50,18 @@ def run_wrk(url, duration, connections, script=None):
     return parse_wrk(res.stdout)
 
 
+def median_of(results):
+    """Median of each wrk figure over rounds; errors are summed."""
+    out = {k: statistics.median(r[k] for r in results) for k in ("rps", "requests", "p50", "p99")}
+    out["errors"] = sum(r["errors"] for r in results)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="direct/nginx pairs per row (medians)")
     args = ap.parse_args(argv if argv is not None else [])
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -73,7 +83,8 @@ def main(argv=None):
 
     print(f"nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"wrk -t2 -c{args.connections} (or -c4) -d{args.duration}s per row")
+          f"wrk -t2 -c{args.connections} (or -c4) -d{args.duration}s per run, median of {args.rounds} "
+          f"interleaved direct/nginx rounds")
     print("stream: 8 tokens per request, STANDIN_TOKEN_DELAY=0.001 s; engine: python stand-in (asyncio)")
     rows = []
     with render.standin(engine, token_delay=0.001, extra_env={"STANDIN_MAX_CONCURRENCY": "1024"}), \
@@ -85,9 +96,10 @@ def main(argv=None):
                                           ("/health c4", "/health", None, 4),
                                           ("stream c4", "/v1/chat/completions", lua, 4)):
             run_wrk(f"http://127.0.0.1:{listen}{path}", 2, conns, script)  # warm-up
-            direct = run_wrk(f"http://127.0.0.1:{engine}{path}", args.duration, conns, script)
-            proxied = run_wrk(f"http://127.0.0.1:{listen}{path}", args.duration, conns, script)
-            rows.append((name, direct, proxied))
+            pairs = [(run_wrk(f"http://127.0.0.1:{engine}{path}", args.duration, conns, script),
+                      run_wrk(f"http://127.0.0.1:{listen}{path}", args.duration, conns, script))
+                     for _ in range(args.rounds)]
+            rows.append((name, median_of([d for d, _ in pairs]), median_of([p for _, p in pairs])))
     with open(os.path.join(work, "vllm-access.log")) as f:
         logged = sum(1 for _ in f)
     shutil.rmtree(work, ignore_errors=True)
@@ -101,6 +113,10 @@ def main(argv=None):
         print(f"{name:<12} {'added':<7} {p['rps'] - d['rps']:>+9.0f} {p['p50'] - d['p50']:>+8.2f} "
               f"{p['p99'] - d['p99']:>+8.2f}")
     print(f"/v1 access log lines written during the stream runs: {logged}")
+    for name, d, p in rows:
+        summary.record("proxy", f"{name}: req/s through nginx vs direct", p["rps"], d["rps"],
+                       note=f"p50 {p['p50']:.2f} ms vs {d['p50']:.2f} ms, p99 {p['p99']:.2f} vs {d['p99']:.2f}; "
+                            f"errors {p['errors']} vs {d['errors']}")
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     return 0
 

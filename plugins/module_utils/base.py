@@ -25,6 +25,11 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
 
+def transient(exc):
+    """An error that may pass: no answer, a 5xx, or a rate limit."""
+    return isinstance(exc, (VastConnectionError, VastRateLimitError)) or (exc.status or 0) >= 500
+
+
 # Row fields that must not leave the module (restricted keys, tokens).
 SECRET_ROW_FIELDS = ("instance_api_key", "jupyter_token", "api_key", "image_login")
 
@@ -155,12 +160,23 @@ class VastModule(object):
 
     # -- waiting
     def wait_instance(self, instance_id, done, timeout, interval, fail_fast=None):
-        """Poll ``get_instance`` until ``done(row)``; WaitFailed on ``fail_fast(row)``, WaitTimeout at the end."""
+        """Poll ``get_instance`` until ``done(row)``; WaitFailed on ``fail_fast(row)``, WaitTimeout at the end.
+
+        A poll that fails for a passing reason (5xx, reset, rate limit once the client's own
+        retries are spent) does not end the wait: the instance keeps moving, so poll on; the
+        error is raised only when the deadline comes with no good answer since."""
         deadline = time.monotonic() + timeout
         started = time.monotonic()
         row = None
         while True:
-            row = self.client.get_instance(instance_id)
+            try:
+                row = self.client.get_instance(instance_id)
+            except VastError as e:
+                left = deadline - time.monotonic()
+                if not transient(e) or left <= 0:
+                    raise
+                time.sleep(min(interval, left))
+                continue
             if row is not None and done(row):
                 return row
             if row is not None and fail_fast is not None:

@@ -755,8 +755,10 @@ class VastInstance(VastModule):
         """Run one mutation of an existing instance (``call()``); never re-send it blindly.
 
         When the answer is lost (reset, timeout, 5xx) the server may have done it anyway:
-        re-read the instance (a GET, retried safely) and, when ``settled(row_or_None)``,
-        carry on as a success; otherwise fail naming the instance.
+        re-read the instance (a GET, retried safely) and, when ``settled(row_or_None)``, carry on
+        as a success. When the re-read shows it did not happen, send it once more: these
+        requests are idempotent (a target state, a label, a delete), so a first one that lands
+        late does no harm. Otherwise fail naming the instance.
         """
         iid = row["id"]
         try:
@@ -766,6 +768,30 @@ class VastInstance(VastModule):
             if not _answer_may_be_lost(e):
                 raise
             cause = e
+        done, last = self.reread(iid, settled)
+        if not done and last is None:
+            self.result["actions"].append("%s answer lost and not done; sent it once more" % action)
+            try:
+                call()
+                return True
+            except VastError as e:
+                cause = e  # lost again, or refused because a late first request already did it
+            done, last = self.reread(iid, settled)
+        if done:
+            self.result["actions"].append("%s answer lost; instance %s is %s" % (action, iid, what))
+            return True
+        self.result["changed"] = True  # it may have happened
+        if last is not None:
+            self.fail("%s of instance %s (%s): the answer was lost (%s) and re-reading the instance failed too "
+                      "(%s); its state is unknown, check it with vast_instance_info id=%s" % (
+                          action, iid, row.get("label"), cause.msg, last.msg, iid),
+                      exc=last, instance_id=iid)
+        self.fail("%s of instance %s (%s): sent twice, both answers lost or refused (%s), and the instance is "
+                  "not %s; run the task again" % (action, iid, row.get("label"), cause.msg, what),
+                  exc=cause, instance_id=iid)
+
+    def reread(self, iid, settled):
+        """(settled, last read error) after up to MUTATION_RECONCILE_TRIES reads of the instance."""
         last = None
         for attempt in range(MUTATION_RECONCILE_TRIES):
             try:
@@ -775,19 +801,10 @@ class VastInstance(VastModule):
             else:
                 last = None
                 if settled(now):
-                    self.result["actions"].append("%s answer lost; instance %s is %s" % (action, iid, what))
-                    return True
+                    return True, None
             if attempt + 1 < MUTATION_RECONCILE_TRIES:
                 time.sleep(min(1.0, self.params["poll_interval"]) * (attempt + 1))
-        self.result["changed"] = True  # it may have happened
-        if last is not None:
-            self.fail("%s of instance %s (%s): the answer was lost (%s) and re-reading the instance failed too "
-                      "(%s); its state is unknown, check it with vast_instance_info id=%s" % (
-                          action, iid, row.get("label"), cause.msg, last.msg, iid),
-                      exc=last, instance_id=iid)
-        self.fail("%s of instance %s (%s): the answer was lost (%s) and the instance is not %s after it; "
-                  "nothing was re-sent, run the task again" % (action, iid, row.get("label"), cause.msg, what),
-                  exc=cause, instance_id=iid)
+        return False, last
 
     def destroy_instance(self, row):
         """Destroy; True when a lost answer was reconciled (the instance is gone)."""

@@ -568,13 +568,38 @@ def test_lost_answer_on_stop_start_destroy_is_reconciled(sim, tmp_path):
     assert all(x["instance_id"] == iid for x in lines)
 
 
-def test_lost_answer_not_confirmed_fails_naming_the_instance(sim):
-    """A reset before the server acted: the re-read shows no change -> clear failure, no re-send."""
-    res, r = call(sim, "vast_instance", create_args("lostfail"))
+def test_lost_answer_not_done_is_sent_once_more(sim, tmp_path):
+    """A reset before the server acted: the re-read shows no change, so the (idempotent) request
+    is sent once more and the task succeeds."""
+    audit = str(tmp_path / "audit.jsonl")
+    res, r = call(sim, "vast_instance", create_args("lostonce", audit_log=audit))
     assert res.rc == 0, res.summary()
     iid = r["instance"]["id"]
     sim.add_faults([{"endpoint": "manage", "method": "PUT", "fault": "reset"},
                     {"endpoint": "destroy", "fault": "reset"}])
+    base = {"label": "lostonce", "poll_interval": 0.2, "audit_log": audit}
+    res, (stop, destroy) = run_calls(sim, [("vast_instance", dict(base, state="stopped")),
+                                           ("vast_instance", dict(base, state="absent"))])
+    for t in (stop, destroy):
+        assert not t.get("failed"), t.get("msg")
+        assert t["changed"] is True and any("sent it once more" in a for a in t["actions"]), t["actions"]
+    assert stop["instance"]["actual_status"] == "stopped"
+    manage, destroys = api_requests(sim, "manage", "PUT"), api_requests(sim, "destroy")
+    assert [x.get("fault") for x in manage] == ["reset", None], manage
+    assert [x.get("fault") for x in destroys] == ["reset", None], destroys
+    assert live(sim, "lostonce") == []
+    lines = [json.loads(x) for x in open(audit).read().splitlines()]
+    assert [(x["action"], x["result"]) for x in lines] == [
+        ("create", "ok"), ("stop", "reconciled"), ("destroy", "reconciled")]
+
+
+def test_lost_answer_twice_fails_naming_the_instance(sim):
+    """Both sends lost before the server acted: a clear failure with the id, no third send."""
+    res, r = call(sim, "vast_instance", create_args("lostfail"))
+    assert res.rc == 0, res.summary()
+    iid = r["instance"]["id"]
+    sim.add_faults([{"endpoint": "manage", "method": "PUT", "fault": "reset", "times": 2},
+                    {"endpoint": "destroy", "fault": "reset", "times": 2}])
     res, (stop, destroy) = run_calls(sim, [
         ("vast_instance", {"label": "lostfail", "state": "stopped", "poll_interval": 0.2}),
         ("vast_instance", {"label": "lostfail", "state": "absent", "poll_interval": 0.2}),
@@ -582,9 +607,23 @@ def test_lost_answer_not_confirmed_fails_naming_the_instance(sim):
     for t, what in ((stop, "stop"), (destroy, "destroy")):
         assert t.get("failed"), t
         assert t["msg"].startswith("%s of instance %s" % (what, iid)), t["msg"]
-        assert "answer was lost" in t["msg"] and t["instance_id"] == iid
+        assert "sent twice" in t["msg"] and t["instance_id"] == iid
         assert "cannot talk to the vast.ai API" not in t["msg"]
-    assert len(api_requests(sim, "manage", "PUT")) == 1
-    assert len(api_requests(sim, "destroy")) == 1
+    assert len(api_requests(sim, "manage", "PUT")) == 2
+    assert len(api_requests(sim, "destroy")) == 2
     rows = live(sim, "lostfail")
     assert len(rows) == 1 and rows[0]["intended_status"] == "running"
+
+
+def test_wait_rides_out_failed_polls(sim):
+    """5xx answers to the status polls while waiting do not fail a stop that is happening."""
+    res, r = call(sim, "vast_instance", create_args("waitpoll"))
+    assert res.rc == 0, res.summary()
+    sim.clear_requests()
+    sim.add_faults([{"endpoint": "show", "fault": "500", "times": 3}])
+    res, (stop,) = run_calls(sim, [("vast_instance", {"label": "waitpoll", "state": "stopped",
+                                                      "poll_interval": 0.2, "wait_timeout": 60})])
+    assert not stop.get("failed"), stop.get("msg")
+    assert stop["instance"]["actual_status"] == "stopped"
+    shows = api_requests(sim, "show")
+    assert [x.get("fault") for x in shows[:3]] == ["500"] * 3, shows

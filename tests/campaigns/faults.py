@@ -300,9 +300,10 @@ class Campaign:
                    orphans=orphans, doubles=max(doubles - 1, 0), done=done, created=[r["id"] for r in new],
                    faults_fired=[e["fault"] for e in log if e.get("fault")], seconds=round(res.duration, 1))
         if self.verbose or problems:
-            self.out.write("run %3d %-9s %-4s %-13s %5.1fs faults=%s%s%s\n" % (
+            self.out.write("run %3d %-9s %-4s %-13s %5.1fs faults=%s%s%s%s\n" % (
                 n, op, label, outcome, res.duration, ",".join(rec["faults_fired"]) or "-",
                 " extras=%s" % extras if extras else "",
+                "\n    msg: %s%s" % ((fmsg or "")[:240], " (took effect anyway)" if done else "") if res.rc else "",
                 "".join("\n    ! " + p for p in problems)))
             self.out.flush()
         return rec
@@ -342,7 +343,12 @@ class Campaign:
             successes=sum(1 for r in recs if r["outcome"] == "success"),
             clean_failures=sum(1 for r in recs if r["outcome"] == "clean failure"),
             bad_runs=sum(1 for r in recs if r["problems"]),
-            failed_but_done=sum(1 for r in recs if r["rc"] != 0 and r["done"] and r["failed_action"] == "vast_instance"),
+            # failed runs whose operation took effect anyway: a lost answer the module could not
+            # confirm by re-reading, or a wait that ran out just before the instance got there
+            failed_but_done=Counter(
+                "lost answer not confirmed" if "answer was lost" in (r["msg"] or "") else
+                "wait ran out, got there later" if "did not reach" in (r["msg"] or "") else "other"
+                for r in recs if r["rc"] != 0 and r["done"] and r["failed_action"] == "vast_instance"),
             orphans=sum(len(r["orphans"]) for r in recs), double_rentals=sum(r["doubles"] for r in recs),
             instances_created=sum(len(r["created"]) for r in recs),
             live_at_end=sum(1 for r in final if LIVE(r)),
@@ -357,8 +363,9 @@ class Campaign:
             "%s %d" % kv for kv in sorted(s["faults_injected"].items()))))
         w("successes: %d, clean failures: %d, runs with defects: %d\n" % (
             s["successes"], s["clean_failures"], s["bad_runs"]))
-        w("failed runs whose operation took effect anyway (lost answer not reconciled): %d\n"
-          % s["failed_but_done"])
+        w("failed runs whose operation took effect anyway: %d (%s)\n" % (
+            sum(s["failed_but_done"].values()), ", ".join("%s %d" % kv for kv in sorted(s["failed_but_done"].items()))
+            or "-"))
         w("instances created: %d, live at end: %d\n" % (s["instances_created"], s["live_at_end"]))
         w("orphans: %d, double rentals: %d\n" % (s["orphans"], s["double_rentals"]))
         for p, c in s["problems"].most_common():

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,11 +50,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="bench-idle-")
     home = os.path.join(tmp, "home")
     os.makedirs(home)
-    archive = os.path.join(tmp, "engine.tar.gz")
-    with open(archive, "wb") as f:
-        save = subprocess.Popen(["docker", "save", imgs["vllm"]], stdout=subprocess.PIPE, env=images.docker_env())
-        subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=f, check=True)
-        save.wait()
+    archive = images.save_archive(imgs["vllm"], os.path.join(tmp, "engine.tar.gz"))
     inv = os.path.join(tmp, "bench.vast.yml")
     with open(inv, "w") as f:
         f.write("plugin: llmops.vastai.vast\nstatuses: [running]\n")
@@ -100,14 +95,7 @@ def main(argv=None):
             if not ok:
                 print(res.stdout[-3000:])
     finally:
-        for inst in sim.state()["instances"]:
-            if inst.get("actual_status") != "destroyed":
-                req = urllib.request.Request("%s/api/v0/instances/%s/" % (sim.url, inst["id"]), method="DELETE",
-                                             headers={"Authorization": "Bearer " + sim.api_key})
-                try:
-                    urllib.request.urlopen(req, timeout=30).read()
-                except OSError:
-                    pass
+        sim.destroy_all()
         sim.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     good = [x for x in latencies if x == x]

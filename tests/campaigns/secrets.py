@@ -24,7 +24,6 @@ import json
 import os
 import secrets as pysecrets
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -146,11 +145,13 @@ class Audit:
         if names:
             self.findings.append((where, names))
 
-    def run(self, name, pb, extra_vars=None, args=(), check=False, inventory=None):
+    def run(self, name, pb, extra_vars=None, args=(), check=False, inventory=None, must_fail=False):
         extra = dict(extra_vars or {})
         res = run_playbook(pb, extra_vars=extra, env=self.env, verbosity=3, json_output=False, check=check,
                            inventory=inventory, args=args, cwd=self.work, timeout=900)
         self.runs.append((name, res.rc, round(res.duration, 1)))
+        if must_fail:
+            self.must_fail.add(name)
         for stream, text in (("stdout", res.stdout), ("stderr", res.stderr)):
             self.checked["outputs"] += 1
             self.finding("%s %s" % (name, stream), scan_text(text, self.s))
@@ -167,12 +168,14 @@ class Audit:
         self.tokens = os.path.join(self.home, ".config", "llmops-vastai", "tokens")
         os.makedirs(self.tokens)
         label = "sec-dock" if self.docker else "sec-prov"
-        # the endpoint's token, where provision.yml keeps it (the one place a secret belongs)
-        token_file = os.path.join(self.tokens, label + ".token")
-        with open(token_file, "w") as f:
-            f.write(self.s["vllm_api_key"] + "\n")
-        os.chmod(token_file, 0o600)
-        self.allowed = {os.path.realpath(token_file): {"vllm_api_key"}}
+        # the endpoints' token, where provision.yml keeps it (the one place a secret belongs)
+        self.allowed = {}
+        for name in (label, "sec-fail"):
+            token_file = os.path.join(self.tokens, name + ".token")
+            with open(token_file, "w") as f:
+                f.write(self.s["vllm_api_key"] + "\n")
+            os.chmod(token_file, 0o600)
+            self.allowed[os.path.realpath(token_file)] = {"vllm_api_key"}
         if self.docker:
             from tests.helpers import images
             self.imgs = images.ensure_images()
@@ -214,6 +217,12 @@ class Audit:
         prov = {"vast_mode": "container", "provision_deploy": False, "instance_label": label,
                 "vast_profile": "budget", "llmops_token_dir": self.tokens, "wait_timeout": 120,
                 "vllm_stack_hf_token": self.s["hf_token"]}
+        # the failure path first: every create answered 500, so the rent task fails (its result
+        # and message are printed in full: no task-level no_log hides them)
+        self.sim.add_faults([{"endpoint": "create", "fault": "500", "times": 10}])
+        self.run("provision.yml (create fails)", os.path.join(PLAYBOOKS, "provision.yml"),
+                 dict(prov, instance_label="sec-fail"), must_fail=True)
+        self.sim.clear_faults()
         self.run("provision.yml (container, no deploy)", os.path.join(PLAYBOOKS, "provision.yml"), prov)
         self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": label})
         self.run("power_on.yml", os.path.join(PLAYBOOKS, "power_on.yml"),
@@ -236,13 +245,8 @@ class Audit:
         power off/on with the health wait, the wrong key on the inventory; the host is read
         before teardown."""
         from tests.helpers import images
-        archive = os.path.join(tmp, "engine.tar.gz")  # no registry here: the engine image travels as a file
-        with open(archive, "wb") as f:
-            save = subprocess.Popen(["docker", "save", self.imgs["vllm"]], stdout=subprocess.PIPE,
-                                    env=images.docker_env())
-            subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=f, check=True)
-            if save.wait() != 0:
-                raise RuntimeError("docker save %s failed" % self.imgs["vllm"])
+        # no registry here: the engine image travels as a file
+        archive = images.save_archive(self.imgs["vllm"], os.path.join(tmp, "engine.tar.gz"))
         key = os.path.join(self.home, ".ssh", "llmops_vastai_ed25519")
         self.env.update({"ANSIBLE_PRIVATE_KEY_FILE": key, "ANSIBLE_HOST_KEY_CHECKING": "False",
                          "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s"

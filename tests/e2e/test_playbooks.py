@@ -109,20 +109,9 @@ def env(tmp_path_factory):
     with vastsim_helper.start_vastsim(hosts="docker", speed=20, api_key="e2e-" + os.urandom(12).hex()) as sim:
         e = Env(sim, tmp)
         # no registry here: the engine image reaches the hosts as an archive (deploy_stack.yml)
-        with open(e.archive, "wb") as f:
-            save = subprocess.Popen(["docker", "save", imgs["vllm"]], stdout=subprocess.PIPE, env=images.docker_env())
-            subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=f, check=True)
-            assert save.wait() == 0
+        images.save_archive(imgs["vllm"], e.archive)
         yield e
-        # destroy whatever is left through the API so the backend removes the containers
-        for inst in sim.state()["instances"]:
-            if inst.get("actual_status") != "destroyed":
-                req = urllib.request.Request(f"{sim.url}/api/v0/instances/{inst['id']}/", method="DELETE",
-                                             headers={"Authorization": f"Bearer {sim.api_key}"})
-                try:
-                    urllib.request.urlopen(req, timeout=30).read()
-                except OSError:
-                    pass
+        sim.destroy_all()  # the backend removes the containers
 
 
 def _http(url, token=None, body=None, timeout=30):

@@ -167,6 +167,18 @@ def load_image_into(container, image):
     return load.stdout
 
 
+def save_archive(image, path):
+    """`docker save IMAGE | gzip -1 > PATH`: the engine image as a file for the playbooks'
+    llmops_engine_image_archive (no registry here)."""
+    with open(path, "wb") as f:
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=docker_env())
+        subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=f, check=True)
+        save.stdout.close()
+        if save.wait() != 0:
+            raise RuntimeError(f"docker save {image} failed")
+    return path
+
+
 def cleanup_labelled():
     """Remove every container the helpers started (after a crashed run)."""
     ids = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()

@@ -111,6 +111,17 @@ class VastSim:
         self.advance(seconds)
         return self.wait_status(instance_id, status, timeout=5.0)
 
+    def destroy_all(self):
+        """Destroy every instance left through the API, so a docker backend removes its containers."""
+        for inst in self.state()["instances"]:
+            if inst.get("actual_status") != "destroyed":
+                req = urllib.request.Request(f"{self.url}/api/v0/instances/{inst['id']}/", method="DELETE",
+                                             headers={"Authorization": f"Bearer {self.api_key}"})
+                try:
+                    urllib.request.urlopen(req, timeout=30).read()
+                except OSError:
+                    pass
+
     # --- process ------------------------------------------------------------------------
     def stop(self):
         if self.proc.poll() is None:

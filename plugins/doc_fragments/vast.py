@@ -27,6 +27,8 @@ options:
   api_timeout:
     description:
       - Timeout in seconds for one HTTP request. Must be greater than 0.
+      - Falls back to the E(VAST_API_TIMEOUT) environment variable (set it once for a whole
+        playbook run, e.g. in an AWX credential).
     type: int
     default: 30
   api_retries:
@@ -34,8 +36,10 @@ options:
       - How many times a read (GET, offer search) is retried on HTTP 429/502/503/504,
         timeouts and connection resets, with exponential backoff.
       - Mutations are never retried blindly; only a 429 refusal is sent again. A mutation whose
-        answer is lost is reconciled by reading the instance again.
+        answer is lost is reconciled by reading the instance again (and sent once more when
+        that read shows it did not happen; creates never are).
       - Must not be negative; V(0) means one attempt without retries.
+      - Falls back to the E(VAST_API_RETRIES) environment variable.
     type: int
     default: 5
 requirements:

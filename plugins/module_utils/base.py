@@ -38,8 +38,8 @@ def vast_argument_spec():
     return dict(
         api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["VAST_API_KEY"])),
         api_url=dict(type="str", default=DEFAULT_API_URL, fallback=(env_fallback, ["VAST_URL"])),
-        api_timeout=dict(type="int", default=30),
-        api_retries=dict(type="int", default=5),
+        api_timeout=dict(type="int", default=30, fallback=(env_fallback, ["VAST_API_TIMEOUT"])),
+        api_retries=dict(type="int", default=5, fallback=(env_fallback, ["VAST_API_RETRIES"])),
     )
 
 

@@ -256,7 +256,9 @@ options:
     type: bool
     default: false
   poll_interval:
-    description: Seconds between status polls while waiting.
+    description:
+      - Seconds between status polls while waiting.
+      - Falls back to the E(VAST_POLL_INTERVAL) environment variable.
     type: float
     default: 5
   destroy_on_failure:
@@ -1107,7 +1109,7 @@ def main():
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=900),
         wait_ssh=dict(type="bool", default=False),
-        poll_interval=dict(type="float", default=5),
+        poll_interval=dict(type="float", default=5, fallback=(env_fallback, ["VAST_POLL_INTERVAL"])),
         destroy_on_failure=dict(type="bool", default=False),
         exact_count=dict(type="int"),
         min_credit=dict(type="float"),

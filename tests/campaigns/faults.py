@@ -1,10 +1,9 @@
-"""Fault campaign: randomized fault schedules from the simulator over the lifecycle operations
-the playbooks do (rent = vast_instance state=running with offer_filters + wait +
-destroy_on_failure as provision.yml does; power off / power on / teardown = find by label with
-vast_instance_info, then vast_instance by id, as power_off.yml / power_on.yml / teardown.yml
-do; idle_shutdown = the real playbooks/idle_shutdown.yml with the dynamic inventory, deciding
-by its unreachable rule since SSH never answers on `--hosts none`), one ansible-playbook per
-run, on a `--hosts none` simulator. After every run the
+"""Fault campaign: randomized fault schedules from the simulator over the real playbooks, one
+ansible-playbook per run, on a `--hosts none` simulator: provision.yml (container mode, no
+deploy: nothing to SSH into), power_off.yml, power_on.yml (no health wait), teardown.yml and
+idle_shutdown.yml with the dynamic inventory (deciding by its unreachable rule, since SSH never
+answers). Waits are shortened through the modules' environment fallbacks (VAST_POLL_INTERVAL,
+VAST_API_TIMEOUT, VAST_API_RETRIES) and the playbooks' own wait_timeout. After every run the
 simulator's state is checked:
 
 - orphans: an instance created during the run that is still live must be the one the run
@@ -29,7 +28,7 @@ import time
 import urllib.request
 from collections import Counter
 
-from tests.campaigns.common import clear_msg, playbook
+from tests.campaigns.common import clear_msg
 from tests.helpers.ansible import run_playbook
 from tests.helpers.vastsim import launch
 
@@ -39,15 +38,16 @@ GPUS = ["RTX 4090", "RTX 3090", "RTX A5000", "L4"]
 MAX_DPH = 1.0
 WAIT_TIMEOUT = 6          # real seconds; a stuck instance fails after this
 POLL = 0.25
-MODULE_DEFAULTS = {"api_timeout": 2, "api_retries": 3}
+# the modules' environment fallbacks: what an AWX credential would set
+MODULE_ENV = {"VAST_API_TIMEOUT": "2", "VAST_API_RETRIES": "3", "VAST_POLL_INTERVAL": str(POLL)}
 TIMEOUT_HOLD = 3.0        # the simulator holds a "timeout" request this long (> api_timeout)
 SPEED = 60                # simulated seconds per real second: a rent takes ~0.8 s
 
 OPS_ENDPOINTS = {
-    "rent": ["list", "search", "create", "show", "destroy", "logs"],
-    "power_off": ["list", "show", "manage"],
+    "rent": ["list", "user", "search", "create", "show", "destroy", "logs", "ssh"],
+    "power_off": ["list", "show", "manage", "charges"],
     "power_on": ["list", "show", "manage"],
-    "teardown": ["list", "show", "destroy"],
+    "teardown": ["list", "show", "destroy", "charges"],
     "idle_shutdown": ["list", "show", "manage", "charges"],
 }
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "playbooks")
@@ -59,21 +59,22 @@ IDLE_VARS = {"idle_shutdown_unreachable_limit": 1, "idle_shutdown_unreachable_mi
 LIVE = lambda row: row.get("destroyed_at") is None  # noqa: E731
 
 
-def op_tasks(op, label):
-    wait = {"wait": True, "wait_timeout": WAIT_TIMEOUT, "poll_interval": POLL}
+def op_run(op, label, tmp):
+    """(playbook, extra vars) of one operation: the real playbooks, with short waits."""
     if op == "rent":
-        return [{"name": "op", "llmops.vastai.vast_instance": dict(
-            wait, label=label, state="running", image=IMAGE, max_offer_tries=3, destroy_on_failure=True,
-            offer_filters={"gpu_names": GPUS, "max_dph": MAX_DPH, "order_by": "price"}, max_dph=MAX_DPH)}]
-    state = {"power_off": "stopped", "power_on": "running", "teardown": "absent"}[op]
-    return [
-        {"name": "find", "llmops.vastai.vast_instance_info": {"label": label}, "register": "found"},
-        {"name": "exactly one", "ansible.builtin.assert": {
-            "that": "found.instances | length == 1", "quiet": True,
-            "fail_msg": "%s: {{ found.instances | length }} instances labelled %s: "
-                        "{{ found.instances | map(attribute='id') | list }}" % (op, label)}},
-        {"name": "op", "llmops.vastai.vast_instance": dict(wait, id="{{ found.instances[0].id }}", state=state)},
-    ]
+        return "provision.yml", {
+            "vast_mode": "container", "provision_deploy": False, "instance_label": label, "wait_timeout": WAIT_TIMEOUT,
+            "vast_profile_overrides": {"gpu_names": GPUS, "max_dph": MAX_DPH}, "max_instances": 10, "min_credit": 0,
+            "llmops_token_dir": os.path.join(tmp, "tokens"),
+            "llmops_ssh_key_file": os.path.join(tmp, "ssh", "llmops_vastai_ed25519")}
+    if op == "teardown":
+        return "teardown.yml", {"instance_label": label, "confirm": label}
+    if op == "idle_shutdown":
+        return "idle_shutdown.yml", dict(IDLE_VARS, idle_shutdown_hosts=label)
+    extra = {"instance_label": label, "wait_timeout": WAIT_TIMEOUT}
+    if op == "power_on":
+        extra["wait_for_health"] = False
+    return op + ".yml", extra
 
 
 class Watcher(threading.Thread):
@@ -214,13 +215,10 @@ class Campaign:
         watcher = Watcher(self.sim, label, before, extras.get("stick_new"))
         watcher.start()
         try:
-            if op == "idle_shutdown":
-                res = run_playbook(os.path.join(PLAYBOOKS, "idle_shutdown.yml"), inventory=self.inventory,
-                                   extra_vars=dict(IDLE_VARS, idle_shutdown_hosts=label), env=self.sim.env,
-                                   timeout=300)
-            else:
-                res = run_playbook(playbook(op_tasks(op, label), "fault run %d: %s %s" % (n, op, label),
-                                            MODULE_DEFAULTS), env=self.sim.env, timeout=300)
+            name, extra = op_run(op, label, self.tmp)
+            res = run_playbook(os.path.join(PLAYBOOKS, name), extra_vars=extra, timeout=300,
+                               inventory=self.inventory if op == "idle_shutdown" else None,
+                               env=dict(self.sim.env, HOME=os.path.join(self.tmp, "home"), **MODULE_ENV))
         finally:
             watcher.finish()
         log = self.sim.requests()
@@ -313,6 +311,7 @@ class Campaign:
             self.runs, "planned" if self.plan else "random", self.seed, self.seed))
         self.sim = launch(hosts="none", seed=self.seed, speed=SPEED)
         self.tmp = tempfile.mkdtemp(prefix="fault-campaign-")
+        os.makedirs(os.path.join(self.tmp, "home"))
         self.inventory = os.path.join(self.tmp, "campaign.vast.yml")
         with open(self.inventory, "w") as f:
             f.write("plugin: llmops.vastai.vast\nstatuses: [running]\nlabel_prefix: [fc-]\n")
@@ -347,7 +346,8 @@ class Campaign:
             # confirm by re-reading, or a wait that ran out just before the instance got there
             failed_but_done=Counter(
                 "lost answer not confirmed" if "answer was lost" in (r["msg"] or "") else
-                "wait ran out, got there later" if "did not reach" in (r["msg"] or "") else "other"
+                "wait ran out, got there later" if "did not reach" in (r["msg"] or "") else
+                "wait ended on API errors, got there" if "waiting for" in (r["msg"] or "") else "other"
                 for r in recs if r["rc"] != 0 and r["done"] and r["failed_action"] == "vast_instance"),
             orphans=sum(len(r["orphans"]) for r in recs), double_rentals=sum(r["doubles"] for r in recs),
             instances_created=sum(len(r["created"]) for r in recs),

@@ -1,6 +1,7 @@
 """Fault campaign (issue 6, part 2): randomized fault schedules from the simulator (429 storms,
 5xx, resets, timeouts, lost responses, offers taken, instances stuck in loading/scheduling)
-over rent / power off / power on / teardown, each run one ansible-playbook; after every run the
+over provision / power_off / power_on / teardown / idle_shutdown (the real playbooks), each run
+one ansible-playbook; after every run the
 simulator's state is checked: no orphan, no double rental, failures clear and naming the
 instance id, successes true.
 
@@ -64,7 +65,8 @@ def test_lost_create_answer_then_list_storm_leaves_no_orphan(capsys):
     unreported behind a 'rate limited' error."""
     buf = io.StringIO()
     plan = [("fc-a", "rent", [{"endpoint": "create", "fault": "lost_response"},
-                              {"endpoint": "list", "fault": "429", "times": 6, "after": 1}], {})]
+                              # after the preflight lists (instances, billing) and the rent's own lookup
+                              {"endpoint": "list", "fault": "429", "times": 6, "after": 3}], {})]
     summary = faults.Campaign(0, SEED, out=buf, verbose=True, plan=plan).go()
     with capsys.disabled():
         print(buf.getvalue())

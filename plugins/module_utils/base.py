@@ -25,6 +25,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
 
+
 def transient(exc):
     """An error that may pass: no answer, a 5xx, or a rate limit."""
     return isinstance(exc, (VastConnectionError, VastRateLimitError)) or (exc.status or 0) >= 500

@@ -899,8 +899,8 @@ class VastInstance(VastModule):
                 msg += "; destroyed it (destroy_on_failure)"
             except VastError as e:
                 msg += "; destroy_on_failure failed too: %s" % e.msg
-        else:
-            msg += "; it still exists and may cost money"
+        elif created:
+            msg += "; this task created it and it still exists, billing (destroy_on_failure is off)"
         self.result["changed"] = self.result["changed"] or created or destroyed
         self.fail(msg, instance_id=iid, status_msg=row.get("status_msg"), log_tail=tail,
                   instance=None if destroyed else self.view(row))

@@ -319,8 +319,9 @@ def test_wait_that_runs_out_fails_with_id_status_and_log(sim):
     assert str(iid) in r["msg"] and "did not reach running within 3s" in r["msg"]
     assert "actual_status=loading" in r["msg"]
     assert r["instance_id"] == iid and "status_msg" in r and isinstance(r["log_tail"], str)
-    # destroy_on_failure only destroys what this task created
+    # destroy_on_failure only destroys what this task created; nor is the message about it
     assert sim.instance(iid)["destroyed_at"] is None
+    assert "destroy" not in r["msg"] and "created" not in r["msg"]
 
 
 def test_destroy_on_failure_destroys_what_it_created(vastsim_factory):
@@ -331,6 +332,11 @@ def test_destroy_on_failure_destroys_what_it_created(vastsim_factory):
     assert "destroyed it (destroy_on_failure)" in r["msg"]
     assert r["changed"] is True and r["instance"] is None
     assert live(sim) == [] and len(sim.state()["instances"]) == 1
+    # without destroy_on_failure the message says the instance this task created still bills
+    res, r = call(sim, "vast_instance", create_args("slow2", wait_timeout=3, poll_interval=0.5))
+    assert res.rc != 0 and r["changed"] is True
+    assert "this task created it and it still exists, billing (destroy_on_failure is off)" in r["msg"], r["msg"]
+    assert str(r["instance_id"]) in r["msg"] and len(live(sim)) == 1
 
 
 def test_wait_ssh_fails_when_nothing_answers(sim):

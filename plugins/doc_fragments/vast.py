@@ -33,7 +33,7 @@ options:
     default: 30
   api_retries:
     description:
-      - How many times a read (GET, offer search) is retried on HTTP 429/502/503/504,
+      - How many times a read (GET, offer search) is retried on HTTP 429/500/502/503/504,
         timeouts and connection resets, with exponential backoff.
       - Mutations are never retried blindly; only a 429 refusal is sent again. A mutation whose
         answer is lost is reconciled by reading the instance again (and sent once more when

@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover
 DEFAULT_API_URL = "https://console.vast.ai"
 USER_AGENT = "llmops.vastai/0.1.0"
 PAGE_LIMIT = 25  # v1 instance list: the server never returns more rows per page
-RETRY_STATUSES = (429, 502, 503, 504)
+# Reads are retried on these (a sporadic 500 from a GET is as passing as a 502); mutations never are.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 class VastError(Exception):

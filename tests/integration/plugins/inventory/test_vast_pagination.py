@@ -44,7 +44,7 @@ def test_all_statuses_across_pages(bulk_sim, inventory):
 
 
 def test_a_failing_page_builds_nothing(bulk_sim, inventory):
-    # from the 4th listing request on, the API fails (500 is not retried): no half-built
+    # from the 4th listing request on, the API fails for good (500s, retried, then given up): no half-built
     # inventory, a clear error. (ansible's `auto` plugin retries the same file once, hence
     # a lasting fault.)
     bulk_sim.clear_faults()

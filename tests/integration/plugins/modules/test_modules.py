@@ -627,7 +627,8 @@ def test_wait_rides_out_failed_polls(sim):
     assert res.rc == 0, res.summary()
     sim.clear_requests()
     sim.add_faults([{"endpoint": "show", "fault": "500", "times": 3}])
-    res, (stop,) = run_calls(sim, [("vast_instance", {"label": "waitpoll", "state": "stopped",
+    # api_retries 0: the client does not retry the 500s itself, the wait loop sees each one
+    res, (stop,) = run_calls(sim, [("vast_instance", {"label": "waitpoll", "state": "stopped", "api_retries": 0,
                                                       "poll_interval": 0.2, "wait_timeout": 60})])
     assert not stop.get("failed"), stop.get("msg")
     assert stop["instance"]["actual_status"] == "stopped"

@@ -48,6 +48,12 @@ def test_get_retried_on_429_and_503(api):
     assert len(api.requests) == 3
 
 
+def test_get_retried_on_500(api):
+    api.script("GET", "/api/v0/users/current", (500, "<html>oops</html>"), (200, {"id": 3}))
+    assert mk(api).current_user()["id"] == 3
+    assert len(api.requests) == 2
+
+
 def test_get_retried_on_reset(api):
     api.script("GET", "/api/v0/users/current", ("reset", None), (200, {"id": 2}))
     assert mk(api).current_user()["id"] == 2

@@ -263,14 +263,19 @@ class Campaign:
         if doubles > 1:
             problems.append("double rental: %d live instances labelled %s" % (doubles, label))
         target_id = row["id"] if row else None
+        if res.rc != 0 and not failed:
+            # the dynamic inventory failed (idle_shutdown): its own message is what the user reads
+            m = re.search(r"Failed to parse inventory with '[\w.]*llmops\.vastai\.plugins\.inventory\.vast' "
+                          r"plugin: (.+)", res.stderr)
+            fmsg = m.group(1).strip() if m else None
         if res.rc != 0:
-            if not failed:
+            if not failed and not fmsg:
                 problems.append("rc=%d without a failed task (%s)" % (res.rc, res.stderr[-300:]))
             elif not clear_msg(fmsg):
                 problems.append("unclear failure message: %r" % (fmsg or "")[:300])
             else:
                 need = None
-                if failed[-1].action.endswith("vast_instance") and op != "rent":
+                if failed and failed[-1].action.endswith("vast_instance") and op != "rent":
                     need = target_id  # the task was given the id
                 elif op == "rent" and new:
                     need = new[0]["id"]

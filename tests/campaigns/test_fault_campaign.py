@@ -73,3 +73,18 @@ def test_lost_create_answer_then_list_storm_leaves_no_orphan(capsys):
     assert summary["faults_injected"].get("lost_response") == 1
     assert summary["instances_created"] == 1
     check(summary, buf.getvalue(), 1)
+
+
+def test_inventory_failure_during_idle_shutdown_is_a_clear_failure(capsys):
+    """Found by the campaign (seed 6, real playbooks): the dynamic inventory's listing fails
+    for good during idle_shutdown. The job must fail with the plugin's own message (not only
+    the ini/yaml plugins' noise after it) and change nothing."""
+    buf = io.StringIO()
+    plan = [("fc-a", "rent", [], {}),
+            ("fc-a", "idle_shutdown", [{"endpoint": "list", "fault": "500", "times": 40}], {})]
+    summary = faults.Campaign(0, SEED, out=buf, verbose=True, plan=plan).go()
+    with capsys.disabled():
+        print(buf.getvalue())
+    check(summary, buf.getvalue(), 2)
+    assert summary["clean_failures"] == 1 and summary["faults_injected"].get("5xx", 0) >= 4
+    assert "listing vast.ai instances at" in buf.getvalue()

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 from tests.campaigns.common import playbook
+from tests.helpers import images
 from tests.helpers.ansible import REPO, run_inventory, run_playbook
 from tests.helpers.vastsim import launch
 
@@ -146,16 +147,19 @@ class Audit:
             self.findings.append((where, names))
 
     def run(self, name, pb, extra_vars=None, args=(), check=False, inventory=None, must_fail=False):
-        extra = dict(extra_vars or {})
-        res = run_playbook(pb, extra_vars=extra, env=self.env, verbosity=3, json_output=False, check=check,
-                           inventory=inventory, args=args, cwd=self.work, timeout=900)
+        res = run_playbook(pb, extra_vars=dict(extra_vars or {}), env=self.env, verbosity=3, json_output=False,
+                           check=check, inventory=inventory, args=args, cwd=self.work, timeout=900)
+        return self.record(name, res, must_fail)
+
+    def record(self, name, res, must_fail=False):
+        """Keep a run's outcome and scan what it printed."""
         self.runs.append((name, res.rc, round(res.duration, 1)))
         if must_fail:
             self.must_fail.add(name)
         for stream, text in (("stdout", res.stdout), ("stderr", res.stderr)):
             self.checked["outputs"] += 1
             self.finding("%s %s" % (name, stream), scan_text(text, self.s))
-        self.out.write("  %-34s rc=%d %5.1fs\n" % (name, res.rc, res.duration))
+        self.out.write("  %-34s rc=%d %5.1fs%s\n" % (name, res.rc, res.duration, " (must fail)" if must_fail else ""))
         self.out.flush()
         return res
 
@@ -177,7 +181,6 @@ class Audit:
             os.chmod(token_file, 0o600)
             self.allowed[os.path.realpath(token_file)] = {"vllm_api_key"}
         if self.docker:
-            from tests.helpers import images
             self.imgs = images.ensure_images()
             self.sim = launch(hosts="docker", api_key=self.s["vast_api_key"], speed=20)
         else:
@@ -227,24 +230,23 @@ class Audit:
         self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": label})
         self.run("power_on.yml", os.path.join(PLAYBOOKS, "power_on.yml"),
                  {"instance_label": label, "wait_for_health": False})
-        inv = self.inventory_file("running")
+        inv = self.inventory_file()
         self.run("idle_shutdown.yml --check", os.path.join(PLAYBOOKS, "idle_shutdown.yml"),
                  {"idle_shutdown_probe_timeout": 3, "idle_shutdown_probe_delay": 1}, check=True, inventory=inv)
         self.run("cost_report.yml (after)", os.path.join(PLAYBOOKS, "cost_report.yml"),
                  {"cost_report_dir": os.path.join(self.work, "reports")})
         self.run("teardown.yml", os.path.join(PLAYBOOKS, "teardown.yml"), {"instance_label": label, "confirm": label})
 
-    def inventory_file(self, *statuses):
+    def inventory_file(self):
         inv = os.path.join(self.work, "audit.vast.yml")
         with open(inv, "w") as f:
-            f.write("plugin: llmops.vastai.vast\nstatuses: [%s]\nlabel_prefix: [sec-]\n" % ", ".join(statuses))
+            f.write("plugin: llmops.vastai.vast\nstatuses: [running]\nlabel_prefix: [sec-]\n")
         return inv
 
     def docker_runs(self, tmp, label):
         """The lifecycle on a real container host: rent + deploy, re-deploy, idle check over SSH,
         power off/on with the health wait, the wrong key on the inventory; the host is read
         before teardown."""
-        from tests.helpers import images
         # no registry here: the engine image travels as a file
         archive = images.save_archive(self.imgs["vllm"], os.path.join(tmp, "engine.tar.gz"))
         key = os.path.join(self.home, ".ssh", "llmops_vastai_ed25519")
@@ -256,20 +258,15 @@ class Audit:
                  "vllm_stack_hf_token": self.s["hf_token"]}
         self.run("provision.yml (vm, deploy)", os.path.join(PLAYBOOKS, "provision.yml"),
                  dict(stack, instance_label=label, vast_profile="budget"))
-        inv = self.inventory_file("running")
+        inv = self.inventory_file()
         self.run("deploy.yml", os.path.join(PLAYBOOKS, "deploy.yml"), dict(stack, deploy_hosts=label), inventory=inv)
         self.run("idle_shutdown.yml", os.path.join(PLAYBOOKS, "idle_shutdown.yml"),
                  {"idle_shutdown_probe_timeout": 10, "idle_shutdown_probe_delay": 2}, inventory=inv)
         self.run("power_off.yml", os.path.join(PLAYBOOKS, "power_off.yml"), {"instance_label": label})
         self.run("power_on.yml (health wait)", os.path.join(PLAYBOOKS, "power_on.yml"),
                  {"instance_label": label, "health_timeout": 300})
-        res = run_inventory(inv, env=dict(self.env, VAST_API_KEY=self.s["wrong_vast_key"]), verbosity=3)
-        self.runs.append(("ansible-inventory (wrong key)", res.rc, round(res.duration, 1)))
-        self.must_fail.add("ansible-inventory (wrong key)")
-        for stream, text in (("stdout", res.stdout), ("stderr", res.stderr)):
-            self.checked["outputs"] += 1
-            self.finding("ansible-inventory (wrong key) %s" % stream, scan_text(text, self.s))
-        self.out.write("  %-34s rc=%d %5.1fs (must fail)\n" % ("ansible-inventory (wrong key)", res.rc, res.duration))
+        self.record("ansible-inventory (wrong key)", must_fail=True, res=run_inventory(
+            inv, env=dict(self.env, VAST_API_KEY=self.s["wrong_vast_key"]), verbosity=3))
         self.scan_host(label)
         self.run("cost_report.yml", os.path.join(PLAYBOOKS, "cost_report.yml"),
                  {"cost_report_dir": os.path.join(self.work, "reports")})
@@ -277,7 +274,6 @@ class Audit:
 
     def scan_host(self, label):
         """Read every file on the instance (a container of the simulator's docker backend)."""
-        from tests.helpers import images
         inst = [i for i in self.sim.state()["instances"] if i.get("label") == label and i.get("destroyed_at") is None]
         if len(inst) != 1:
             self.findings.append(("instance %s not found for the host scan" % label, ["(coverage)"]))

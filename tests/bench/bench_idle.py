@@ -61,7 +61,7 @@ def main(argv=None):
                DOCKER_HOST=images.docker_env()["DOCKER_HOST"])
     policy = {"idle_shutdown_idle_minutes": args.idle_minutes, "idle_shutdown_boot_grace_minutes": 0,
               "idle_shutdown_probe_delay": 2, "idle_shutdown_probe_timeout": 10}
-    latencies, runs = [], []
+    latencies = []
     try:
         res = run_playbook(os.path.join(PLAYBOOKS, "provision.yml"), env=env, json_output=False, timeout=900,
                            extra_vars={"instance_label": LABEL, "llmops_engine_image_archive": archive})
@@ -89,9 +89,9 @@ def main(argv=None):
             stops = [e["t"] for e in sim.requests() if e["method"] == "PUT" and e.get("endpoint") == "manage"]
             ok = res.rc == 0 and stops
             latencies.append(stops[0] - tick if ok else float("nan"))
-            runs.append((n + 1, res.rc, res.duration, stops[0] - threshold if ok else float("nan")))
             print("round %d: idle_shutdown.yml rc=%d in %.1f s; stop request %.1f s after the tick (%.1f s after "
-                  "the threshold)" % (n + 1, res.rc, res.duration, latencies[-1], runs[-1][3]), flush=True)
+                  "the threshold)" % (n + 1, res.rc, res.duration, latencies[-1],
+                                      stops[0] - threshold if ok else float("nan")), flush=True)
             if not ok:
                 print(res.stdout[-3000:])
     finally:

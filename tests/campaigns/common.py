@@ -57,10 +57,8 @@ def is_mutating(entry):
     return method in ("PUT", "DELETE", "PATCH") or (method == "POST" and entry.get("endpoint") not in ("search",))
 
 
-def playbook(tasks, name="campaign", module_defaults=None):
+def playbook(tasks, name="campaign"):
     play = {"name": name, "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}
-    if module_defaults:
-        play["module_defaults"] = {"group/llmops.vastai.vast": module_defaults}
     return json.dumps([play], indent=1)
 
 

@@ -32,7 +32,6 @@ from tests.campaigns.common import clear_msg
 from tests.helpers.ansible import run_playbook
 from tests.helpers.vastsim import launch
 
-IMAGE = "vllm/vllm-openai:v0.20.0"
 LABELS = ("fc-a", "fc-b", "fc-c")
 GPUS = ["RTX 4090", "RTX 3090", "RTX A5000", "L4"]
 MAX_DPH = 1.0

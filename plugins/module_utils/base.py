@@ -1,15 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: llmops.vastai contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Module base class: owns the client, error reporting, waiting and the instance view."""
+"""Module base class: owns the client and error reporting; the instance view."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import re
-import socket
-import time
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -17,22 +15,12 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
     DEFAULT_API_URL,
     HAS_REQUESTS,
     REQUESTS_IMPORT_ERROR,
-    VastAuthError,
+    SECRET_ROW_FIELDS,
     VastClient,
-    VastConnectionError,
     VastError,
-    VastRateLimitError,
+    describe_error,
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
-
-
-def transient(exc):
-    """An error that may pass: no answer, a 5xx, or a rate limit."""
-    return isinstance(exc, (VastConnectionError, VastRateLimitError)) or (exc.status or 0) >= 500
-
-
-# Row fields that must not leave the module (restricted keys, tokens).
-SECRET_ROW_FIELDS = ("instance_api_key", "jupyter_token", "api_key", "image_login")
 
 
 def vast_argument_spec():
@@ -54,20 +42,6 @@ def validate_common(params):
     if retries is not None and retries < 0:
         errors.append("api_retries must not be negative (0 means no retries), not %s" % retries)
     return errors
-
-
-class WaitTimeout(Exception):
-    def __init__(self, row, waited):
-        super(WaitTimeout, self).__init__("timeout")
-        self.row = row
-        self.waited = waited
-
-
-class WaitFailed(Exception):
-    def __init__(self, row, reason):
-        super(WaitFailed, self).__init__(reason)
-        self.row = row
-        self.reason = reason
 
 
 def account_label_prefix(user):
@@ -146,65 +120,7 @@ class VastModule(object):
         self.module.fail_json(msg=msg, **result)
 
     def fail_vast(self, exc, doing=None, **extra):
-        if isinstance(exc, VastAuthError):
-            msg = "authentication failed: vast.ai rejected the API key (%s); check api_key / VAST_API_KEY" % exc.msg
-        elif isinstance(exc, VastRateLimitError):
-            msg = "rate limited by vast.ai after %s retries (%s); try again later or raise api_retries" % (
-                self.params.get("api_retries"), exc.msg)
-        elif isinstance(exc, VastConnectionError):
-            msg = "cannot talk to the vast.ai API: %s" % exc.msg
-        else:
-            msg = "vast.ai API error: %s" % exc
+        msg = describe_error(exc, self.params.get("api_retries"))
         if doing:
             msg = "%s: %s" % (doing, msg)
         self.fail(msg, exc=exc, **extra)
-
-    # -- waiting
-    def wait_instance(self, instance_id, done, timeout, interval, fail_fast=None):
-        """Poll ``get_instance`` until ``done(row)``; WaitFailed on ``fail_fast(row)``, WaitTimeout at the end.
-
-        A poll that fails for a passing reason (5xx, reset, rate limit once the client's own
-        retries are spent) does not end the wait: the instance keeps moving, so poll on; the
-        error is raised only when the deadline comes with no good answer since."""
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()
-        row = None
-        while True:
-            try:
-                row = self.client.get_instance(instance_id)
-            except VastError as e:
-                left = deadline - time.monotonic()
-                if not transient(e) or left <= 0:
-                    raise
-                time.sleep(min(interval, left))
-                continue
-            if row is not None and done(row):
-                return row
-            if row is not None and fail_fast is not None:
-                reason = fail_fast(row)
-                if reason:
-                    raise WaitFailed(row, reason)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WaitTimeout(row, time.monotonic() - started)
-            time.sleep(min(interval, left))
-
-    @staticmethod
-    def wait_ssh_banner(endpoint, timeout, interval=1.0):
-        """True once ``host:port`` accepts TCP and sends an SSH banner within ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                sock = socket.create_connection((endpoint["host"], endpoint["port"]), timeout=max(1.0, min(left, 10)))
-                try:
-                    sock.settimeout(max(1.0, min(left, 10)))
-                    if sock.recv(64).startswith(b"SSH-"):
-                        return True
-                finally:
-                    sock.close()
-            except (OSError, socket.timeout):
-                pass
-            if time.monotonic() + interval > deadline:
-                return False
-            time.sleep(interval)

@@ -16,7 +16,6 @@ __metaclass__ = type
 import json
 import os
 import threading
-import time
 import traceback
 
 try:
@@ -30,12 +29,16 @@ except ImportError:  # pragma: no cover - exercised by ansible-test import sanit
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
+from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
+
 try:
     from concurrent.futures import ThreadPoolExecutor
 except ImportError:  # pragma: no cover
     ThreadPoolExecutor = None
 
 DEFAULT_API_URL = "https://console.vast.ai"
+# Instance row fields that must never leave the collection (restricted keys, tokens, logins).
+SECRET_ROW_FIELDS = frozenset(("instance_api_key", "jupyter_token", "api_key", "image_login", "ssh_key"))
 USER_AGENT = "llmops.vastai/0.1.0"
 PAGE_LIMIT = 25  # v1 instance list: the server never returns more rows per page
 # Reads are retried on these (a sporadic 500 from a GET is as passing as a 502); mutations never are.
@@ -54,6 +57,21 @@ class VastError(Exception):
 
     def to_dict(self):
         return {"status": self.status, "code": self.code, "msg": self.msg}
+
+    @property
+    def transient(self):
+        """It may pass: no answer, a 5xx, or a rate limit (worth polling on through it)."""
+        return isinstance(self, (VastConnectionError, VastRateLimitError)) or (self.status or 0) >= 500
+
+    @property
+    def may_have_happened(self):
+        """A mutation whose answer this is may have been performed anyway (transport error or 5xx)."""
+        return isinstance(self, VastConnectionError) or (self.status or 0) >= 500
+
+    @property
+    def refused(self):
+        """The server refused the call outright (4xx, 429 included): nothing was done."""
+        return self.status is not None and 400 <= self.status < 500
 
     def __str__(self):
         parts = []
@@ -133,6 +151,46 @@ def error_from_response(status, body, text="", secret=None):
     return cls(msg, status=status, code=code, body=body if isinstance(body, dict) else None)
 
 
+def describe_error(exc, retries=None):
+    """What a person reads for an API error: what happened and what to do."""
+    if isinstance(exc, VastAuthError):
+        return "authentication failed: vast.ai rejected the API key (%s); check api_key / VAST_API_KEY" % exc.msg
+    if isinstance(exc, VastRateLimitError):
+        return "rate limited by vast.ai after %s retries (%s); try again later or raise api_retries" % (
+            retries, exc.msg)
+    if isinstance(exc, VastConnectionError):
+        return "cannot talk to the vast.ai API: %s" % exc.msg
+    return "vast.ai API error: %s" % exc
+
+
+# The wire encoding of a create (PUT /asks/{id}/): the official client and dstack agree on
+# ports as env keys `-p N:N[/proto]` and on these runtype strings.
+RUNTYPES = {"ssh_direct": "ssh_direc ssh_proxy", "ssh_proxy": "ssh_proxy", "args": "args"}
+
+
+def create_body(image=None, disk_gb=10, label=None, env=None, ports=(), onstart=None, bid_price=None,
+                cancel_unavail=None, target_state=None, template_hash=None, runtype="ssh_direct", args=None,
+                image_login=None, vm=False):
+    """The JSON body of a create from typed arguments (``ports`` as ``"8000"`` / ``"8000/udp"``)."""
+    env = dict((str(k), str(v)) for k, v in (env or {}).items())
+    for port in ports or ():
+        num, _sep, proto = str(port).partition("/")
+        env["-p %s:%s%s" % (num, num, "/" + proto if proto else "")] = "1"
+    body = dict(image=image, disk=float(disk_gb), label=label, env=env, onstart=onstart, price=bid_price,
+                cancel_unavail=cancel_unavail, target_state=target_state)
+    if template_hash:
+        body["template_hash_id"] = template_hash
+    else:
+        body["runtype"] = RUNTYPES[runtype]
+    if args:
+        body["args"] = list(args)
+    if image_login:
+        body["image_login"] = image_login
+    if vm:
+        body["vm"] = True
+    return body
+
+
 class VastClient(object):
     """Thin, typed wrapper over the vast.ai REST API.
 
@@ -198,17 +256,11 @@ class VastClient(object):
         # urllib3 already retries reads; mutations are re-sent only after a 429, which
         # means the server refused them and nothing was done.
         retry = retry_429 if retry_429 is not None else method != "GET"
-        attempts = 1 + (max(0, int(self.retries or 0)) if retry else 0)  # always at least one
-        delay = max(self.backoff, 0.05)
-        attempt = 0
-        while True:
-            attempt += 1
+        tries = 1 + (max(0, int(self.retries or 0)) if retry and method != "GET" else 0)  # at least one
+        for attempt in attempts(tries=tries, delay=min(max(self.backoff, 0.05), 30), factor=2, cap=30):
             resp = self._send(method, path, params, body)
-            if resp.status_code == 429 and attempt < attempts and method != "GET":
-                time.sleep(min(delay, 30))
-                delay *= 2
-                continue
-            return self._decode(resp)
+            if resp.status_code != 429 or attempt + 1 >= tries:
+                return self._decode(resp)
 
     def _send(self, method, path, params, body):
         with self._lock:
@@ -325,6 +377,7 @@ class VastClient(object):
         return row or None
 
     def create_instance(self, offer_id, body):
+        """Rent offer ``offer_id``; ``body`` from :func:`create_body`. Answers ``{"new_contract": id}``."""
         payload = {"client_id": "me"}
         payload.update(body or {})
         return self.request("PUT", "/asks/%s/" % int(offer_id), body=payload)
@@ -359,7 +412,7 @@ class VastClient(object):
         url = body.get("result_url") if isinstance(body, dict) else None
         if not url:
             return (body or {}).get("msg") or ""
-        for dummy in range(poll_tries):
+        for dummy in attempts(tries=poll_tries, delay=poll_interval):
             # Result URLs are pre-signed storage links: fetched without our Authorization header.
             try:
                 r = requests.get(url, timeout=self.timeout)
@@ -368,7 +421,6 @@ class VastClient(object):
             if r is not None and r.status_code == 200:
                 lines = r.text.splitlines()
                 return "\n".join(lines[-int(tail):])
-            time.sleep(poll_interval)
         return ""
 
     # ------------------------------------------------------------------ account and billing

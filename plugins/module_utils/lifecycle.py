@@ -1,0 +1,678 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmops.vastai contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The instance lifecycle as plain Python: identity by label, the offer picker, create and
+reconcile, perform-then-reread, and the waits.
+
+Modules (``vast_instance`` today) map their arguments onto :class:`InstanceLifecycle` and turn
+a :class:`Failure` into ``fail_json``; nothing here imports Ansible's module machinery, so it is
+unit-tested directly against the simulator. ``params`` are the ``vast_instance`` options.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import socket
+import time
+
+from ansible_collections.llmops.vastai.plugins.module_utils.audit import append_audit, audit_record
+from ansible_collections.llmops.vastai.plugins.module_utils.base import account_label_prefix, represent_instance
+from ansible_collections.llmops.vastai.plugins.module_utils.client import (
+    VastError,
+    VastOfferUnavailableError,
+    create_body,
+    describe_error,
+)
+from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import ssh_endpoint
+from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
+from ansible_collections.llmops.vastai.plugins.module_utils.query import build_query, sort_offers
+
+STOPPED = ("stopped", "exited")
+RECONCILE_TRIES = 5  # label look-ups after a lost create answer (lists may lag)
+MUTATION_RECONCILE_TRIES = 3  # re-reads after a lost stop/start/label/destroy answer
+
+
+class Failure(Exception):
+    """The task fails: ``msg`` for people, ``exc`` (a VastError or None), ``extra`` result keys."""
+
+    def __init__(self, msg, exc=None, **extra):
+        super(Failure, self).__init__(msg)
+        self.msg = msg
+        self.exc = exc
+        self.extra = extra
+
+
+class WaitTimeout(Exception):
+    def __init__(self, row, waited):
+        super(WaitTimeout, self).__init__("timeout")
+        self.row = row
+        self.waited = waited
+
+
+class WaitFailed(Exception):
+    def __init__(self, row, reason):
+        super(WaitFailed, self).__init__(reason)
+        self.row = row
+        self.reason = reason
+
+
+def key_material(text):
+    """'ssh-ed25519 AAAA... comment' -> 'ssh-ed25519 AAAA...' (comments differ, keys do not)."""
+    return " ".join(str(text or "").split()[:2])
+
+
+def wait_instance(client, instance_id, done, timeout, interval, fail_fast=None):
+    """Poll ``get_instance`` until ``done(row)``; WaitFailed on ``fail_fast(row)``, WaitTimeout at the end.
+
+    A poll that fails for a passing reason (5xx, reset, rate limit once the client's own retries
+    are spent) does not end the wait: the instance keeps moving, so poll on; the error is raised
+    only when the deadline comes with no good answer since."""
+    started = time.monotonic()
+    row, error = None, None
+    for dummy in attempts(timeout=timeout, delay=interval):
+        try:
+            row, error = client.get_instance(instance_id), None
+        except VastError as e:
+            if not e.transient:
+                raise
+            error = e
+            continue
+        if row is not None and done(row):
+            return row
+        if row is not None and fail_fast is not None:
+            reason = fail_fast(row)
+            if reason:
+                raise WaitFailed(row, reason)
+    if error is not None:
+        raise error
+    raise WaitTimeout(row, time.monotonic() - started)
+
+
+def wait_ssh_banner(endpoint, timeout, interval=1.0):
+    """True once ``host:port`` accepts TCP and sends an SSH banner within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    for dummy in attempts(timeout=timeout, delay=interval):
+        left = max(1.0, min(deadline - time.monotonic(), 10))
+        try:
+            sock = socket.create_connection((endpoint["host"], endpoint["port"]), timeout=left)
+            try:
+                sock.settimeout(left)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return True
+            finally:
+                sock.close()
+        except (OSError, socket.timeout):
+            pass
+    return False
+
+
+class InstanceLifecycle(object):
+    """One task's work on vast.ai instances. ``result`` collects changed/actions/diff."""
+
+    def __init__(self, client, params, check_mode=False, module_name="vast_instance", result=None):
+        self.client = client
+        self.params = params
+        self.check_mode = check_mode
+        self.module_name = module_name
+        self.result = result if result is not None else {}
+        self.result.setdefault("changed", False)
+        self.result["actions"] = []
+        self.created_ids = []
+        self.planned = None
+        self._user = None
+
+    # ------------------------------------------------------------------ plumbing
+    def fail(self, msg, exc=None, **extra):
+        raise Failure(msg, exc=exc, **extra)
+
+    def fail_vast(self, exc, doing=None, **extra):
+        msg = describe_error(exc, self.params.get("api_retries"))
+        self.fail("%s: %s" % (doing, msg) if doing else msg, exc=exc, **extra)
+
+    def audit(self, action, instance_id=None, label=None, price=None, result="ok", **extra):
+        if self.check_mode:
+            return
+        append_audit(self.params.get("audit_log"), audit_record(
+            action, instance_id=instance_id, label=label, price=price, result=result,
+            module=self.module_name, **extra))
+
+    def perform(self, action, row, describe, call=None, settled=None, what=None, planned=None, detail=None,
+                label=None):
+        """The one step every mutation of an existing instance goes through: record the action, mark
+        changed, plan the diff and, outside check mode, send it (reconciling a lost answer when
+        ``settled`` is given) and write the audit line. True when a lost answer was reconciled."""
+        self.result["changed"] = True
+        self.result["actions"].append(describe)
+        if planned is not None:
+            self.planned = planned
+        if self.check_mode:
+            return False
+        if settled is None:
+            call()
+            lost = False
+        else:
+            lost = self.mutate(action, row, call, settled, what)
+        self.audit(action, instance_id=row["id"], label=label or row.get("label"), price=row.get("dph_total"),
+                   result="reconciled" if lost else "ok", detail=detail)
+        return lost
+
+    def view(self, row):
+        return represent_instance(row, self.params["connect_with"])
+
+    def user(self):
+        if self._user is None:
+            self._user = self.client.current_user()
+        return self._user
+
+    def resolve_label(self):
+        p = self.params
+        if p.get("label"):
+            return p["label"]
+        if p.get("id") is not None or not p.get("name"):
+            return None
+        return "%s-%s" % (account_label_prefix(self.user()), p["name"])
+
+    def by_label(self, label):
+        return self.client.list_instances({"label": {"eq": label}})
+
+    def find(self, label):
+        """(row or None) for the identity; fails when a label matches several instances."""
+        if self.params.get("id") is not None:
+            return self.client.get_instance(self.params["id"])
+        rows = self.by_label(label)
+        if len(rows) > 1:
+            ids = sorted(r["id"] for r in rows)
+            self.fail(
+                "label %r matches %d instances (ids %s); vast.ai labels are not unique, so target one "
+                "with id, or relabel/destroy the extra ones" % (label, len(rows), ", ".join(str(i) for i in ids)),
+                instance_ids=ids)
+        return rows[0] if rows else None
+
+    @staticmethod
+    def snapshot(row):
+        if not row:
+            return {"state": "absent"}
+        return {"id": row.get("id"), "label": row.get("label"),
+                "state": row.get("actual_status") or row.get("intended_status") or "created"}
+
+    # ------------------------------------------------------------------ offers
+    def search(self, excluded):
+        p = self.params
+        f = dict(p["offer_filters"])
+        f["exclude_machine_ids"] = sorted(set(f.get("exclude_machine_ids") or []) | excluded)
+        if p["vm"]:
+            f["vm_capable"] = True
+        if p["bid_price"] is not None and f.get("offer_type") == "on-demand":
+            f["offer_type"] = "interruptible"
+        query = build_query(f, allocated_storage=p["disk_gb"])
+        offers = sort_offers(self.client.search_offers(query), f["order_by"])
+        offers = [o for o in offers if o.get("machine_id") not in excluded]
+        if p["offer_pick"] == "second" and len(offers) > 1:
+            offers[0], offers[1] = offers[1], offers[0]
+        return offers
+
+    def candidates(self, excluded):
+        p = self.params
+        if p["offer_id"] is not None:
+            if p["max_dph"] is None:
+                return [{"id": p["offer_id"]}]
+            # price check needs the offer row; an offer already taken is simply not found
+            found = self.client.search_offers({"id": {"eq": p["offer_id"]}, "limit": 1,
+                                               "allocated_storage": float(p["disk_gb"])})
+            return found or [{"id": p["offer_id"], "_missing": True}]
+        return self.search(excluded)
+
+    def preflight(self, offer):
+        p = self.params
+        price = offer.get("dph_total")
+        if p["max_dph"] is not None and price is not None and float(price) > p["max_dph"]:
+            self.fail("refusing to rent offer %s: $%.4f/h is above max_dph $%.4f/h" % (
+                offer["id"], float(price), p["max_dph"]))
+
+    def check_credit(self):
+        p = self.params
+        if p["min_credit"] is None:
+            return
+        user = self.user()
+        credit = user.get("credit")
+        if credit is None:
+            credit = user.get("balance")
+        try:
+            credit = float(credit)
+        except (TypeError, ValueError):
+            self.fail("cannot read the account credit to check min_credit")
+        if credit < p["min_credit"]:
+            self.fail("refusing to create: account credit $%.2f is below min_credit $%.2f" % (
+                credit, p["min_credit"]))
+
+    # ------------------------------------------------------------------ create
+    def creation_body(self, label, target_state):
+        p = self.params
+        env = dict(p["env"])
+        env.update(p["secret_env"])
+        return create_body(
+            image=p["image"], disk_gb=p["disk_gb"], label=label, env=env, ports=p["ports"],
+            onstart=p["onstart"], bid_price=p["bid_price"], cancel_unavail=p["cancel_unavail"],
+            target_state=target_state, template_hash=p["template_hash"], runtype=p["runtype"], args=p["args"],
+            image_login=p["image_login"], vm=p["vm"])
+
+    def reconcile(self, label, offer_id, cause):
+        """After a create error the instance may exist anyway (lost answer): look the label up
+        again, riding out lagging lists and error storms. Exactly one -> adopt it."""
+        last = None
+        step = min(1.0, self.params["poll_interval"])
+        for dummy in attempts(tries=RECONCILE_TRIES, delay=step, factor=2, cap=8 * step):
+            try:
+                rows, last = self.by_label(label), None
+            except VastError as e:
+                last = e
+                continue
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                self.fail("after an interrupted create, label %r matches %d instances (ids %s); destroy the "
+                          "extra ones" % (label, len(rows), ", ".join(str(r["id"]) for r in rows)),
+                          instance_ids=[r["id"] for r in rows])
+        if last is not None:
+            self.fail("renting offer %s for %r failed (%s) and looking the label up again failed too (%s): an "
+                      "instance may have been rented and cost money; run the task again (it adopts the instance "
+                      "by label) or check vast_instance_info label=%s" % (offer_id, label, cause.msg, last.msg, label),
+                      exc=last)
+        return None
+
+    def create(self, label, target_state):
+        """Rent one instance labelled ``label``; returns (row or None in check mode, offer)."""
+        p = self.params
+        self.check_credit()
+        excluded = set()
+        tried = []
+        self.result["offers_tried"] = tried
+        offers = self.candidates(excluded)
+        if not offers or offers[0].get("_missing") and p["max_dph"] is not None:
+            if p["offer_id"] is not None:
+                self.fail("offer %s is not available (taken or gone); search again with vast_offer_info "
+                          "or use offer_filters" % p["offer_id"])
+            self.fail("no offer matches offer_filters; widen gpu_names, max_dph or min_reliability "
+                      "(query: %s)" % build_query(p["offer_filters"], p["disk_gb"]))
+        body = self.creation_body(label, target_state)
+        self.ensure_account_keys()
+        last_error = None
+        while len(tried) < p["max_offer_tries"]:
+            offer = next((o for o in offers if o.get("machine_id") not in excluded
+                          and o["id"] not in [t["offer_id"] for t in tried]), None)
+            if offer is None:
+                if p["offer_id"] is not None:
+                    break
+                offers = self.search(excluded)  # fresh candidates without the failed machines
+                offer = next((o for o in offers if o["id"] not in [t["offer_id"] for t in tried]), None)
+                if offer is None:
+                    break
+            self.preflight(offer)
+            price = offer.get("dph_total")
+            self.result["actions"].append("rent offer %s%s as %s" % (
+                offer["id"], " ($%.4f/h)" % price if price is not None else "", label))
+            if self.check_mode:
+                tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="check_mode"))
+                return None, offer
+            try:
+                answer = self.client.create_instance(offer["id"], body)
+            except VastOfferUnavailableError as e:
+                last_error = e
+                tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="taken"))
+                self.audit("create", label=label, price=price, result="offer_taken", offer_id=offer["id"])
+                if offer.get("machine_id") is not None:
+                    excluded.add(offer["machine_id"])
+                rows = self.by_label(label)
+                if len(rows) == 1:
+                    return rows[0], offer
+                continue
+            except VastError as e:
+                tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="error: %s" % e.msg))
+                if e.refused:
+                    # refused outright (bad request, auth, credit): nothing was rented
+                    self.audit("create", label=label, price=price, result="error", offer_id=offer["id"], detail=e.msg)
+                    self.fail_vast(e, doing="renting offer %s for %r was refused" % (offer["id"], label))
+                # The answer may be lost while the rental happened: never retry blindly.
+                row = self.reconcile(label, offer["id"], e)
+                if row is not None:
+                    self.result["actions"].append("create answer lost; found instance %s by label" % row["id"])
+                    self.audit("create", instance_id=row["id"], label=label, price=price, result="reconciled",
+                               offer_id=offer["id"])
+                    return row, offer
+                self.audit("create", label=label, price=price, result="error", offer_id=offer["id"], detail=e.msg)
+                self.fail_vast(e, doing="renting offer %s for %r failed and no instance with that label exists"
+                               % (offer["id"], label))
+            new_id = answer.get("new_contract")
+            tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="created"))
+            self.audit("create", instance_id=new_id, label=label, price=price, offer_id=offer["id"])
+            self.created_ids.append(new_id)
+            try:
+                self.attach_keys(new_id)
+                row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
+            except VastError as e:
+                self.fail_vast(e, doing="instance %s (%s) was rented, but" % (new_id, label), instance_id=new_id)
+            return row, offer
+        ids = ", ".join(str(t["offer_id"]) for t in tried)
+        self.fail("could not rent an instance: tried %d offer(s) (%s), all taken%s; widen max_dph or "
+                  "gpu_names, or raise max_offer_tries" % (
+                      len(tried), ids, " (%s)" % last_error.msg if last_error else ""))
+
+    def ensure_account_keys(self):
+        """VMs take their SSH keys from the account at creation: add missing ones first."""
+        p = self.params
+        if not (p["vm"] and p["ssh_keys"]) or self.check_mode:
+            return
+        have = set(key_material(k.get("public_key") or k.get("key")) for k in self.client.account_ssh_keys())
+        for key in p["ssh_keys"]:
+            if key_material(key) not in have:
+                self.client.add_account_ssh_key(key)
+                self.result["actions"].append("add ssh key to the account (needed by VMs)")
+                have.add(key_material(key))
+
+    def attach_keys(self, instance_id):
+        p = self.params
+        if not p["ssh_keys"] or p["vm"]:
+            return
+        for key in p["ssh_keys"]:
+            self.client.attach_ssh_key(instance_id, key)
+        self.result["actions"].append("attach %d ssh key(s)" % len(p["ssh_keys"]))
+
+    # ------------------------------------------------------------------ mutations
+    def mutate(self, action, row, call, settled, what):
+        """Run one mutation of an existing instance (``call()``); never re-send it blindly.
+
+        When the answer is lost (reset, timeout, 5xx) the server may have done it anyway:
+        re-read the instance (a GET, retried safely) and, when ``settled(row_or_None)``, carry on
+        as a success. When the re-read shows it did not happen, send it once more: these
+        requests are idempotent (a target state, a label, a delete), so a first one that lands
+        late does no harm. Otherwise fail naming the instance.
+        """
+        iid = row["id"]
+        try:
+            call()
+            return False
+        except VastError as e:
+            if not e.may_have_happened:
+                raise
+            cause = e
+        done, last = self.reread(iid, settled)
+        if not done and last is None:
+            self.result["actions"].append("%s answer lost and not done; sent it once more" % action)
+            try:
+                call()
+                return True
+            except VastError as e:
+                cause = e  # lost again, or refused because a late first request already did it
+            done, last = self.reread(iid, settled)
+        if done:
+            self.result["actions"].append("%s answer lost; instance %s is %s" % (action, iid, what))
+            return True
+        self.result["changed"] = True  # it may have happened
+        if last is not None:
+            self.fail("%s of instance %s (%s): the answer was lost (%s) and re-reading the instance failed too "
+                      "(%s); its state is unknown, check it with vast_instance_info id=%s" % (
+                          action, iid, row.get("label"), cause.msg, last.msg, iid),
+                      exc=last, instance_id=iid)
+        self.fail("%s of instance %s (%s): sent twice, both answers lost or refused (%s), and the instance is "
+                  "not %s; run the task again" % (action, iid, row.get("label"), cause.msg, what),
+                  exc=cause, instance_id=iid)
+
+    def reread(self, iid, settled):
+        """(settled, last read error) after up to MUTATION_RECONCILE_TRIES reads of the instance."""
+        last = None
+        step = min(1.0, self.params["poll_interval"])
+        for dummy in attempts(tries=MUTATION_RECONCILE_TRIES, delay=step, factor=2):
+            try:
+                now, last = self.client.get_instance(iid), None
+            except VastError as e:
+                last = e
+                continue
+            if settled(now):
+                return True, None
+        return False, last
+
+    def destroy(self, row, describe=None, detail=None):
+        return self.perform(
+            "destroy", row, describe or "destroy instance %s" % row["id"],
+            call=lambda: self.client.destroy(row["id"]),
+            settled=lambda now: now is None or now.get("destroyed_at") is not None
+            or now.get("actual_status") == "destroyed",
+            what="gone", planned={"state": "absent"}, detail=detail)
+
+    def change_power(self, row, state, action):
+        """Start or stop ``row`` (``state`` running/stopped) through :meth:`perform`."""
+        return self.perform(
+            action, row, "%s instance %s" % (action, row["id"]),
+            call=lambda: self.client.set_state(row["id"], state),
+            settled=lambda now: now is not None and now.get("intended_status") == state,
+            what="now intended %s" % state,
+            planned={"id": row["id"], "label": row.get("label"), "state": state})
+
+    def relabel(self, row, label):
+        return self.perform(
+            "label", row, "set label %r" % label, label=label,
+            call=lambda: self.client.set_label(row["id"], label),
+            settled=lambda now: now is not None and now.get("label") == label,
+            what="labelled %r" % label)
+
+    def reboot(self, row):
+        return self.perform("reboot", row, "reboot instance %s" % row["id"], call=lambda: self.client.reboot(row["id"]),
+                            planned={"id": row["id"], "label": row.get("label"), "state": "running"})
+
+    # ------------------------------------------------------------------ waiting
+    def wait_running(self, row, created=False):
+        p = self.params
+        if not p["wait"] or self.check_mode or row is None:
+            return row
+        self.result["actions"].append("wait for running")
+        started = time.monotonic()
+
+        def fail_fast(r):
+            if r.get("actual_status") == "offline":
+                return "the host went offline"
+            if r.get("actual_status") == "exited" and r.get("intended_status") == "running":
+                return "the container exited"
+            return None
+        try:
+            row = wait_instance(self.client, row["id"], lambda r: r.get("actual_status") == "running",
+                                p["wait_timeout"], p["poll_interval"], fail_fast)
+        except VastError as e:
+            self.fail_vast(e, doing="waiting for instance %s (%s) to run" % (row["id"], row.get("label")),
+                           instance_id=row["id"], changed=self.result["changed"])
+        except WaitTimeout as e:
+            self.wait_failed(e.row or row, "did not reach running within %ds" % p["wait_timeout"], created)
+        except WaitFailed as e:
+            self.wait_failed(e.row, e.reason, created)
+        if p["wait_ssh"]:
+            endpoint = ssh_endpoint(row, p["connect_with"])
+            left = p["wait_timeout"] - (time.monotonic() - started)
+            self.result["actions"].append("wait for ssh")
+            if endpoint is None or not wait_ssh_banner(endpoint, max(left, 1), min(p["poll_interval"], 2)):
+                self.wait_failed(row, "runs, but SSH %s did not answer with a banner within %ds" % (
+                    "%s:%s" % (endpoint["host"], endpoint["port"]) if endpoint else "(no endpoint)",
+                    p["wait_timeout"]), created)
+        return row
+
+    def wait_stopped(self, row):
+        p = self.params
+        if not p["wait"] or self.check_mode:
+            return row
+        self.result["actions"].append("wait for stopped")
+        try:
+            return wait_instance(self.client, row["id"], lambda r: r.get("actual_status") in STOPPED,
+                                 p["wait_timeout"], p["poll_interval"])
+        except VastError as e:
+            self.fail_vast(e, doing="waiting for instance %s (%s) to stop" % (row["id"], row.get("label")),
+                           instance_id=row["id"])
+        except WaitTimeout as e:
+            self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], False)
+
+    def wait_failed(self, row, what, created):
+        p = self.params
+        iid = row.get("id")
+        try:
+            tail = self.client.logs(iid, tail=20, poll_tries=10)
+        except VastError:
+            tail = "(log not available)"
+        msg = "instance %s (%s) %s: actual_status=%s, status_msg=%r" % (
+            iid, row.get("label"), what, row.get("actual_status"), row.get("status_msg"))
+        destroyed = False
+        if created and p["destroy_on_failure"]:
+            try:
+                self.client.destroy(iid)
+                destroyed = True
+                self.audit("destroy", instance_id=iid, label=row.get("label"), price=row.get("dph_total"),
+                           detail="destroy_on_failure")
+                msg += "; destroyed it (destroy_on_failure)"
+            except VastError as e:
+                msg += "; destroy_on_failure failed too: %s" % e.msg
+        elif created:
+            msg += "; this task created it and it still exists, billing (destroy_on_failure is off)"
+        self.result["changed"] = self.result["changed"] or created or destroyed
+        self.fail(msg, instance_id=iid, status_msg=row.get("status_msg"), log_tail=tail,
+                  instance=None if destroyed else self.view(row))
+
+    # ------------------------------------------------------------------ desired states of one instance
+    def ensure_absent(self, row, label):
+        if row is not None:
+            self.destroy(row)
+        return None
+
+    def ensure_created(self, label, state):
+        """No instance carries the identity: rent one (``state`` stopped creates it stopped)."""
+        p = self.params
+        if p["id"] is not None:
+            self.fail("instance %s does not exist (destroyed, or not on this account); an instance cannot be "
+                      "created with a given id - use label" % p["id"], instance_id=p["id"])
+        if not any(p.get(k) for k in ("offer_id", "offer_filters", "image", "template_hash")):
+            self.fail("no instance labelled %r exists and no creation options (offer_id or offer_filters, "
+                      "image) were given to create one" % label)
+        if not (p["offer_id"] or p["offer_filters"]):
+            self.fail("no instance labelled %r exists; give offer_id or offer_filters to rent one" % label)
+        target = "stopped" if state == "stopped" else "running"
+        self.result["changed"] = True
+        new_row, offer = self.create(label, target)
+        if new_row is None:  # check mode
+            self.planned = {"id": None, "label": label, "state": target, "offer_id": offer["id"]}
+            return None
+        if state == "stopped":
+            return self.wait_stopped(new_row) if new_row.get("actual_status") not in STOPPED else new_row
+        return self.wait_running(new_row, created=True)
+
+    def ensure_present(self, row, label):
+        if row.get("actual_status") in (None, "loading", "created") and row.get("intended_status") != "stopped":
+            return self.wait_running(row) if self.params["wait"] else row
+        return row
+
+    def ensure_running(self, row, label):
+        if row.get("actual_status") == "running":
+            return row
+        if row.get("intended_status") != "running":
+            self.change_power(row, "running", "start")
+            if self.check_mode:
+                return row
+        return self.wait_running(row)
+
+    def ensure_stopped(self, row, label):
+        if row.get("actual_status") in STOPPED and row.get("intended_status") != "running":
+            return row
+        if row.get("intended_status") != "stopped":  # else already asked for: just wait
+            self.change_power(row, "stopped", "stop")
+            if self.check_mode:
+                return row
+        return self.wait_stopped(row)
+
+    def ensure_restarted(self, row, label):
+        if row.get("actual_status") == "running":
+            self.reboot(row)
+        else:
+            self.perform("start", row, "start instance %s" % row["id"],
+                         call=lambda: self.client.set_state(row["id"], "running"),
+                         settled=lambda now: now is not None and now.get("intended_status") == "running",
+                         what="now intended running",
+                         planned={"id": row["id"], "label": row.get("label"), "state": "running"})
+        if self.check_mode:
+            return row
+        return self.wait_running(dict(row, actual_status="rebooting"))
+
+    def ensure(self, states, row, label):
+        """Bring one instance to ``params['state']`` with the module's state table ``states``
+        (state -> method name of this class, taking ``(row, label)``)."""
+        p = self.params
+        if p["state"] != "absent" and row is None:
+            return self.ensure_created(label, p["state"])
+        if p["state"] != "absent" and p["id"] is not None and p["label"] and row.get("label") != p["label"]:
+            self.relabel(row, p["label"])
+            row = dict(row, label=p["label"])
+        return getattr(self, states[p["state"]])(row, label)
+
+    def run(self, states):
+        """One instance by label or id: result keys ``instance`` and ``diff``."""
+        p = self.params
+        label = self.resolve_label()
+        if label is None and p["id"] is None:
+            self.fail("give label, name or id to identify the instance")
+        found = None
+        try:
+            row = found = self.find(label)
+            before = self.snapshot(row)
+            row = self.ensure(states, row, label)
+        except VastError as e:
+            iid = p["id"] if p["id"] is not None else (found or {}).get("id")
+            if iid is None:
+                raise
+            # name the instance, so nobody has to guess which one is in an unknown state
+            self.fail_vast(e, doing="instance %s (%s), state=%s" % (iid, label or "no label", p["state"]),
+                           instance_id=iid)
+        self.result["instance"] = self.view(row) if row else None
+        self.result["diff"] = dict(before=before, after=self.planned or self.snapshot(row))
+        return self.result
+
+    # ------------------------------------------------------------------ replicas
+    def run_exact_count(self, states):
+        """Replicas ``<prefix>-1..N``: result keys ``instances`` and ``diff``."""
+        p = self.params
+        prefix = self.resolve_label()
+        if not prefix:
+            self.fail("exact_count needs label or name for the replica label prefix")
+        pattern = re.compile(r"^%s-(\d+)$" % re.escape(prefix))
+        rows = [r for r in self.client.list_instances() if pattern.match(r.get("label") or "")]
+        by_index = {}
+        for r in rows:
+            by_index.setdefault(int(pattern.match(r["label"]).group(1)), []).append(r)
+        dupes = [ix for ix, rs in by_index.items() if len(rs) > 1]
+        if dupes:
+            ids = sorted(r["id"] for ix in dupes for r in by_index[ix])
+            self.fail("replica labels %s are used by several instances (ids %s); fix them first" % (
+                ", ".join("%s-%d" % (prefix, ix) for ix in sorted(dupes)), ", ".join(str(i) for i in ids)),
+                instance_ids=ids)
+        have = sorted(by_index)
+        keep = have[: p["exact_count"]]
+        drop = have[p["exact_count"]:]
+        before = {"count": len(have), "labels": ["%s-%d" % (prefix, ix) for ix in have]}
+        for ix in drop:
+            r = by_index[ix][0]
+            self.destroy(r, describe="destroy instance %s (%s)" % (r["id"], r["label"]), detail="exact_count")
+        missing = []
+        ix = 1
+        while len(keep) + len(missing) < p["exact_count"]:
+            if ix not in by_index:
+                missing.append(ix)
+            ix += 1
+        result_rows = []
+        for ix in keep:
+            label = "%s-%d" % (prefix, ix)
+            result_rows.append(getattr(self, states[p["state"]])(by_index[ix][0], label))
+        for ix in missing:
+            label = "%s-%d" % (prefix, ix)
+            self.result["changed"] = True
+            new_row, offer = self.create(label, "running")
+            result_rows.append(new_row or {"id": None, "label": label, "actual_status": None})
+        if not self.check_mode:
+            result_rows = [self.wait_running(r, created=r["id"] in self.created_ids) for r in result_rows]
+        self.result["instances"] = sorted((self.view(r) for r in result_rows if r), key=lambda r: r.get("label") or "")
+        after_labels = sorted(set(["%s-%d" % (prefix, i) for i in keep + missing]))
+        self.result["diff"] = dict(before=before, after={"count": len(after_labels), "labels": after_labels})
+        return self.result

@@ -483,9 +483,9 @@ class VastInstance(VastModule):
             self.fail(e.msg, exc=e.exc, **e.extra)
 
 
-def main():
-    argument_spec = vast_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    spec = vast_argument_spec()
+    spec.update(
         state=dict(type="str", default="present", choices=["absent", "present", "restarted", "running", "stopped"]),
         id=dict(type="int"),
         label=dict(type="str"),
@@ -519,8 +519,12 @@ def main():
         connect_with=dict(type="str", default="auto", choices=["auto", "direct", "proxy"]),
         audit_log=dict(type="path", fallback=(env_fallback, ["VAST_AUDIT_LOG"])),
     )
+    return spec
+
+
+def main():
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=argument_spec(),
         supports_check_mode=True,
         mutually_exclusive=[("offer_id", "offer_filters")],
         required_one_of=[("id", "label", "name")],

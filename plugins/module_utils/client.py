@@ -69,6 +69,16 @@ class VastError(Exception):
         return isinstance(self, VastConnectionError) or (self.status or 0) >= 500
 
     @property
+    def new_contract(self):
+        """An instance id the API created although it answered an error (dstack PR #4036: an
+        insufficient bid creates the instance stopped and answers an error carrying it)."""
+        body = self.body if isinstance(self.body, dict) else {}
+        try:
+            return int(body["new_contract"]) if body.get("new_contract") is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
     def refused(self):
         """The server refused the call outright (4xx, 429 included): nothing was done."""
         return self.status is not None and 400 <= self.status < 500
@@ -176,8 +186,12 @@ def create_body(image=None, disk_gb=10, label=None, env=None, ports=(), onstart=
     for port in ports or ():
         num, _sep, proto = str(port).partition("/")
         env["-p %s:%s%s" % (num, num, "/" + proto if proto else "")] = "1"
-    body = dict(image=image, disk=float(disk_gb), label=label, env=env, onstart=onstart, price=bid_price,
-                cancel_unavail=cancel_unavail, target_state=target_state)
+    body = dict(image=image, disk=float(disk_gb), label=label, env=env, onstart=onstart)
+    # Sent only when set: no live-tested client sends target_state, and a bid rental goes without
+    # cancel_unavail unless asked (docs/vast-api-notes.md).
+    for key, value in (("price", bid_price), ("cancel_unavail", cancel_unavail), ("target_state", target_state)):
+        if value is not None:
+            body[key] = value
     if template_hash:
         body["template_hash_id"] = template_hash
     else:
@@ -392,7 +406,13 @@ class VastClient(object):
         return self.request("PUT", "/instances/reboot/%s/" % int(instance_id), body={})
 
     def destroy(self, instance_id):
-        return self.request("DELETE", "/instances/%s/" % int(instance_id), body={})
+        """Destroy; an instance that is already gone counts as done (dstack PR #4030:
+        ``no_such_instance``), also when two destroys race. Returns False in that case."""
+        try:
+            self.request("DELETE", "/instances/%s/" % int(instance_id), body={})
+        except VastNotFoundError:
+            return False
+        return True
 
     def attach_ssh_key(self, instance_id, key):
         return self.request("POST", "/instances/%s/ssh/" % int(instance_id), body={"ssh_key": key})

@@ -25,6 +25,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
     create_body,
     describe_error,
 )
+from ansible_collections.llmops.vastai.plugins.module_utils.pricing import account_burn, billed_dph, burn_rate, num
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import ssh_endpoint
 from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
 from ansible_collections.llmops.vastai.plugins.module_utils.query import build_query, sort_offers
@@ -61,6 +62,26 @@ class WaitFailed(Exception):
 def key_material(text):
     """'ssh-ed25519 AAAA... comment' -> 'ssh-ed25519 AAAA...' (comments differ, keys do not)."""
     return " ".join(str(text or "").split()[:2])
+
+
+def never_running(row):
+    """Why a wait for running can end now, or None. Sources: dstack's vastai backend fails at once
+    on actual_status 'created' with 'OCI runtime create failed' in status_msg, and when cur_state,
+    intended_status and next_state are all 'stopped' (outbid, PR #4037); SkyPilot's provisioner
+    treats exited, stopped, frozen, unknown and offline as terminal while provisioning. A stop
+    the user asked for elsewhere ('stopped' intended) is outbid-like only with all three fields."""
+    actual = row.get("actual_status")
+    msg = str(row.get("status_msg") or "")
+    if actual == "created" and "oci runtime create failed" in msg.lower():
+        return "the container could not be created (OCI runtime create failed)"
+    if row.get("cur_state") == "stopped" and row.get("intended_status") == "stopped" \
+            and row.get("next_state") == "stopped":
+        return "the platform stopped it (outbid: cur_state, intended_status and next_state are all stopped)"
+    if actual == "offline":
+        return "the host went offline"
+    if actual in ("exited", "frozen", "unknown") and row.get("intended_status") == "running":
+        return "the container is %s" % actual
+    return None
 
 
 def wait_instance(client, instance_id, done, timeout, interval, fail_fast=None):
@@ -120,6 +141,9 @@ class InstanceLifecycle(object):
         self.result.setdefault("changed", False)
         self.result["actions"] = []
         self.created_ids = []
+        self.billed = {}  # instance id -> $/h its rental bills (for messages about leftovers)
+        self.warnings = []
+        self.differ = {}
         self.planned = None
         self._user = None
 
@@ -198,14 +222,34 @@ class InstanceLifecycle(object):
                 "state": row.get("actual_status") or row.get("intended_status") or "created"}
 
     # ------------------------------------------------------------------ offers
-    def search(self, excluded):
+    def interruptible(self):
+        p = self.params
+        return p["bid_price"] is not None or (p["offer_filters"] or {}).get("offer_type") == "interruptible"
+
+    def direct_ports_needed(self):
+        """Published ports (and direct SSH) are reachable only through an offer's direct port
+        range: without one the instance has no ``ports`` mapping (dstack filters
+        direct_port_count >= 1; SkyPilot: only one port is forwarded otherwise)."""
+        p = self.params
+        return len(p["ports"]) + (1 if p["runtype"] == "ssh_direct" and not p["template_hash"] else 0)
+
+    def offer_filters(self, excluded):
         p = self.params
         f = dict(p["offer_filters"])
         f["exclude_machine_ids"] = sorted(set(f.get("exclude_machine_ids") or []) | excluded)
         if p["vm"]:
             f["vm_capable"] = True
-        if p["bid_price"] is not None and f.get("offer_type") == "on-demand":
+        if self.interruptible():
             f["offer_type"] = "interruptible"
+        if self.direct_ports_needed():
+            f["min_direct_ports"] = max(f.get("min_direct_ports") or 0, self.direct_ports_needed())
+        # the disk asked for must fit on the machine (search with it as a floor)
+        f["min_disk_gb"] = max(f.get("min_disk_gb") or 0, float(p["disk_gb"]))
+        return f
+
+    def search(self, excluded):
+        p = self.params
+        f = self.offer_filters(excluded)
         query = build_query(f, allocated_storage=p["disk_gb"])
         offers = sort_offers(self.client.search_offers(query), f["order_by"])
         offers = [o for o in offers if o.get("machine_id") not in excluded]
@@ -216,51 +260,103 @@ class InstanceLifecycle(object):
     def candidates(self, excluded):
         p = self.params
         if p["offer_id"] is not None:
-            if p["max_dph"] is None:
+            if p["max_dph"] is None and p["max_total_dph"] is None and not self.interruptible():
                 return [{"id": p["offer_id"]}]
             # price check needs the offer row; an offer already taken is simply not found
-            found = self.client.search_offers({"id": {"eq": p["offer_id"]}, "limit": 1,
-                                               "allocated_storage": float(p["disk_gb"])})
+            query = {"id": {"eq": p["offer_id"]}, "limit": 1, "allocated_storage": float(p["disk_gb"])}
+            if self.interruptible():
+                query["type"] = "bid"
+            found = self.client.search_offers(query)
             return found or [{"id": p["offer_id"], "_missing": True}]
         return self.search(excluded)
 
-    def preflight(self, offer):
-        p = self.params
-        price = offer.get("dph_total")
-        if p["max_dph"] is not None and price is not None and float(price) > p["max_dph"]:
-            self.fail("refusing to rent offer %s: $%.4f/h is above max_dph $%.4f/h" % (
-                offer["id"], float(price), p["max_dph"]))
+    def bid_for(self, offer):
+        """The bid an interruptible rental sends (None for on-demand): ``bid_price``, else the
+        offer's ``min_bid`` as dstack and SkyPilot do. A create without one rents on-demand at the
+        on-demand price (vast-cli PR #403)."""
+        if not self.interruptible():
+            return None
+        if self.params["bid_price"] is not None:
+            return float(self.params["bid_price"])
+        if offer.get("min_bid") is None:
+            self.fail("offer %s has no min_bid to bid with; give bid_price" % offer["id"])
+        return float(offer["min_bid"])
 
-    def check_credit(self):
+    def preflight(self, offer, bid):
+        """Refuse, before anything is sent, a rental that would bill above what was allowed."""
         p = self.params
-        if p["min_credit"] is None:
+        if bid is not None and offer.get("min_bid") is not None and bid < float(offer["min_bid"]):
+            self.fail("refusing to rent offer %s: bid_price $%.4f/h is below its min_bid $%.4f/h, so vast.ai "
+                      "would refuse it (or create it stopped); raise bid_price" % (offer["id"], bid, float(offer["min_bid"])))
+        price = billed_dph(offer, bid)
+        caps = [("max_dph", p["max_dph"]), ("offer_filters.max_dph", (p["offer_filters"] or {}).get("max_dph"))]
+        for name, cap in caps:
+            if cap is not None and price > cap:
+                self.fail("refusing to rent offer %s: it would bill $%.4f/h (%s) which is above %s $%.4f/h" % (
+                    offer["id"], price, "bid $%.4f/h + storage" % bid if bid is not None else "on-demand incl. storage",
+                    name, cap))
+        self.check_budget(price)
+        return price
+
+    def check_budget(self, added, leave_out=()):
+        """The account-wide guard, right before a create or a start: what everything on the account
+        would bill per hour after this change (``max_total_dph``), and credit for at least
+        ``min_credit_hours`` of it."""
+        p = self.params
+        if p["max_total_dph"] is None and p["min_credit_hours"] is None:
             return
+        if self.check_mode and getattr(self, "_burn", None) is not None:
+            burn = self._burn
+        else:
+            burn = self._burn = account_burn(self.client.list_instances(), leave_out=leave_out)
+        after = burn + added
+        if p["max_total_dph"] is not None and after > p["max_total_dph"]:
+            self.fail("refusing: the account would bill $%.4f/h after this change ($%.4f/h now + $%.4f/h), above "
+                      "max_total_dph $%.4f/h" % (after, burn, added, p["max_total_dph"]))
+        if p["min_credit_hours"] is not None:
+            credit = self.credit()
+            if credit < after * p["min_credit_hours"]:
+                self.fail("refusing: account credit $%.2f covers %.1f h of the $%.4f/h the account would bill after "
+                          "this change; min_credit_hours is %s" % (
+                              credit, credit / after if after else float("inf"), after, p["min_credit_hours"]))
+
+    def credit(self):
         user = self.user()
         credit = user.get("credit")
         if credit is None:
             credit = user.get("balance")
         try:
-            credit = float(credit)
+            return float(credit)
         except (TypeError, ValueError):
-            self.fail("cannot read the account credit to check min_credit")
+            self.fail("cannot read the account credit to check the budget (min_credit, min_credit_hours)")
+
+    def check_credit(self):
+        p = self.params
+        if p["min_credit"] is None:
+            return
+        credit = self.credit()
         if credit < p["min_credit"]:
             self.fail("refusing to create: account credit $%.2f is below min_credit $%.2f" % (
                 credit, p["min_credit"]))
 
     # ------------------------------------------------------------------ create
-    def creation_body(self, label, target_state):
+    def creation_body(self, label, bid):
         p = self.params
         env = dict(p["env"])
         env.update(p["secret_env"])
+        cancel = p["cancel_unavail"]
+        if cancel is None:
+            cancel = None if bid is not None else True  # the CLI's default for bids is false: send none
         return create_body(
             image=p["image"], disk_gb=p["disk_gb"], label=label, env=env, ports=p["ports"],
-            onstart=p["onstart"], bid_price=p["bid_price"], cancel_unavail=p["cancel_unavail"],
-            target_state=target_state, template_hash=p["template_hash"], runtype=p["runtype"], args=p["args"],
+            onstart=p["onstart"], bid_price=bid, cancel_unavail=cancel,
+            template_hash=p["template_hash"], runtype=p["runtype"], args=p["args"],
             image_login=p["image_login"], vm=p["vm"])
 
     def reconcile(self, label, offer_id, cause):
         """After a create error the instance may exist anyway (lost answer): look the label up
-        again, riding out lagging lists and error storms. Exactly one -> adopt it."""
+        again, riding out lagging lists and error storms. One -> adopt it; several -> the race
+        rule (:meth:`settle_race`) keeps the oldest."""
         last = None
         step = min(1.0, self.params["poll_interval"])
         for dummy in attempts(tries=RECONCILE_TRIES, delay=step, factor=2, cap=8 * step):
@@ -269,20 +365,71 @@ class InstanceLifecycle(object):
             except VastError as e:
                 last = e
                 continue
-            if len(rows) == 1:
-                return rows[0]
-            if len(rows) > 1:
-                self.fail("after an interrupted create, label %r matches %d instances (ids %s); destroy the "
-                          "extra ones" % (label, len(rows), ", ".join(str(r["id"]) for r in rows)),
-                          instance_ids=[r["id"] for r in rows])
+            if rows:
+                return self.settle_race(label, None, rows)
         if last is not None:
+            self.result["changed"] = True  # it may have happened
             self.fail("renting offer %s for %r failed (%s) and looking the label up again failed too (%s): an "
                       "instance may have been rented and cost money; run the task again (it adopts the instance "
                       "by label) or check vast_instance_info label=%s" % (offer_id, label, cause.msg, last.msg, label),
                       exc=last)
         return None
 
-    def create(self, label, target_state):
+    def settle_race(self, label, mine, rows=None):
+        """At most one instance per label with no server-side lock: after a create, list the label
+        again; when several carry it, the oldest (lowest id) wins, by a rule every racing run
+        computes alike. A run whose own instance lost destroys it and adopts the winner. ``mine``
+        None (the create answer was lost, so which one is ours is unknown): every younger one is
+        destroyed, as its own run would do. Returns the row this task ends with."""
+        if rows is None:
+            try:
+                rows = self.by_label(label)
+            except VastError:
+                return None  # unknown: keep ours; a racing run that sees both applies the rule
+        rows = [r for r in rows if r.get("label") == label]
+        if mine is not None and mine not in [r["id"] for r in rows]:
+            rows.append({"id": mine, "label": label})  # a list that lags behind our own create
+        if len(rows) <= 1:
+            return rows[0] if rows else None
+        rows.sort(key=lambda r: int(r["id"]))
+        winner = rows[0]
+        losers = [r for r in rows[1:] if mine is None or r["id"] == mine]
+        for r in losers:
+            self.client.destroy(r["id"])
+            if r["id"] in self.created_ids:
+                self.created_ids.remove(r["id"])
+            self.result["actions"].append("label %r was rented concurrently; instance %s (oldest) wins, destroyed %s"
+                                          % (label, winner["id"], r["id"]))
+            self.audit("destroy", instance_id=r["id"], label=label, price=r.get("dph_total"),
+                       detail="lost create race to %s" % winner["id"])
+        if mine is not None and winner["id"] != mine and not winner.get("actual_status"):
+            winner = self.client.get_instance(winner["id"]) or winner
+        return winner
+
+    def leftover(self, instance_id, label, why):
+        """An instance this task created that will not serve: destroy it when destroy_on_failure is
+        set (or ``always``), else name it with what it bills."""
+        self.result["changed"] = True
+        row = None
+        try:
+            row = self.client.get_instance(instance_id)
+        except VastError:
+            pass
+        if self.params["destroy_on_failure"] or why is None:
+            try:
+                self.client.destroy(instance_id)
+            except VastError as e:
+                return "; destroying it failed too (%s): instance %s was created by this task and may still " \
+                       "exist, billing $%.4f/h" % (e.msg, instance_id, burn_rate(row or {}))
+            self.audit("destroy", instance_id=instance_id, label=label, price=(row or {}).get("dph_total"),
+                       detail="destroy_on_failure")
+            if instance_id in self.created_ids:
+                self.created_ids.remove(instance_id)
+            return "; destroyed it (destroy_on_failure)"
+        return "; instance %s was created by this task and still exists, billing $%.4f/h (destroy_on_failure " \
+               "is off)" % (instance_id, num((row or {}).get("dph_total")) or self.billed.get(instance_id, 0.0))
+
+    def create(self, label):
         """Rent one instance labelled ``label``; returns (row or None in check mode, offer)."""
         p = self.params
         self.check_credit()
@@ -290,13 +437,12 @@ class InstanceLifecycle(object):
         tried = []
         self.result["offers_tried"] = tried
         offers = self.candidates(excluded)
-        if not offers or offers[0].get("_missing") and p["max_dph"] is not None:
+        if not offers or offers[0].get("_missing"):
             if p["offer_id"] is not None:
                 self.fail("offer %s is not available (taken or gone); search again with vast_offer_info "
                           "or use offer_filters" % p["offer_id"])
             self.fail("no offer matches offer_filters; widen gpu_names, max_dph or min_reliability "
-                      "(query: %s)" % build_query(p["offer_filters"], p["disk_gb"]))
-        body = self.creation_body(label, target_state)
+                      "(query: %s)" % build_query(self.offer_filters(excluded), p["disk_gb"]))
         self.ensure_account_keys()
         last_error = None
         while len(tried) < p["max_offer_tries"]:
@@ -309,15 +455,18 @@ class InstanceLifecycle(object):
                 offer = next((o for o in offers if o["id"] not in [t["offer_id"] for t in tried]), None)
                 if offer is None:
                     break
-            self.preflight(offer)
-            price = offer.get("dph_total")
+            bid = self.bid_for(offer)
+            # an offer_id rented without any cap or bid is not searched, so its price is unknown here
+            price = self.preflight(offer, bid) if "dph_total" in offer else None
             self.result["actions"].append("rent offer %s%s as %s" % (
-                offer["id"], " ($%.4f/h)" % price if price is not None else "", label))
+                offer["id"], " ($%.4f/h%s)" % (price, ", bid" if bid is not None else "") if price is not None else "",
+                label))
             if self.check_mode:
+                self.result["changed"] = True
                 tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="check_mode"))
                 return None, offer
             try:
-                answer = self.client.create_instance(offer["id"], body)
+                answer = self.client.create_instance(offer["id"], self.creation_body(label, bid))
             except VastOfferUnavailableError as e:
                 last_error = e
                 tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="taken"))
@@ -325,11 +474,19 @@ class InstanceLifecycle(object):
                 if offer.get("machine_id") is not None:
                     excluded.add(offer["machine_id"])
                 rows = self.by_label(label)
-                if len(rows) == 1:
-                    return rows[0], offer
+                if rows:  # a racing run rented it meanwhile
+                    return self.settle_race(label, None, rows), offer
                 continue
             except VastError as e:
                 tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="error: %s" % e.msg))
+                if e.new_contract is not None:
+                    # refused, yet created (an insufficient bid leaves a stopped instance, dstack PR #4036)
+                    self.created_ids.append(e.new_contract)
+                    self.audit("create", instance_id=e.new_contract, label=label, price=price, result="error",
+                               offer_id=offer["id"], detail=e.msg)
+                    self.fail_vast(e, doing="renting offer %s for %r was refused but the API created instance %s%s"
+                                   % (offer["id"], label, e.new_contract, self.leftover(e.new_contract, label, None)),
+                                   instance_id=e.new_contract, changed=True)
                 if e.refused:
                     # refused outright (bad request, auth, credit): nothing was rented
                     self.audit("create", label=label, price=price, result="error", offer_id=offer["id"], detail=e.msg)
@@ -337,6 +494,7 @@ class InstanceLifecycle(object):
                 # The answer may be lost while the rental happened: never retry blindly.
                 row = self.reconcile(label, offer["id"], e)
                 if row is not None:
+                    self.result["changed"] = True
                     self.result["actions"].append("create answer lost; found instance %s by label" % row["id"])
                     self.audit("create", instance_id=row["id"], label=label, price=price, result="reconciled",
                                offer_id=offer["id"])
@@ -344,15 +502,21 @@ class InstanceLifecycle(object):
                 self.audit("create", label=label, price=price, result="error", offer_id=offer["id"], detail=e.msg)
                 self.fail_vast(e, doing="renting offer %s for %r failed and no instance with that label exists"
                                % (offer["id"], label))
+            self.result["changed"] = True
             new_id = answer.get("new_contract")
             tried.append(dict(offer_id=offer["id"], machine_id=offer.get("machine_id"), result="created"))
             self.audit("create", instance_id=new_id, label=label, price=price, offer_id=offer["id"])
             self.created_ids.append(new_id)
+            self.billed[new_id] = price
             try:
                 self.attach_keys(new_id)
+                winner = self.settle_race(label, new_id)
+                if winner is not None and winner["id"] != new_id:
+                    return winner, offer
                 row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
             except VastError as e:
-                self.fail_vast(e, doing="instance %s (%s) was rented, but" % (new_id, label), instance_id=new_id)
+                self.fail_vast(e, doing="instance %s (%s) was rented, but%s; the step after failed" % (
+                    new_id, label, self.leftover(new_id, label, "after create")), instance_id=new_id)
             return row, offer
         ids = ", ".join(str(t["offer_id"]) for t in tried)
         self.fail("could not rent an instance: tried %d offer(s) (%s), all taken%s; widen max_dph or "
@@ -442,7 +606,10 @@ class InstanceLifecycle(object):
             what="gone", planned={"state": "absent"}, detail=detail)
 
     def change_power(self, row, state, action):
-        """Start or stop ``row`` (``state`` running/stopped) through :meth:`perform`."""
+        """Start or stop ``row`` (``state`` running/stopped) through :meth:`perform`; a start is
+        checked against the account budget first (its GPUs bill again)."""
+        if state == "running":
+            self.check_budget(num(row.get("dph_total")), leave_out=(row["id"],))
         return self.perform(
             action, row, "%s instance %s" % (action, row["id"]),
             call=lambda: self.client.set_state(row["id"], state),
@@ -469,15 +636,9 @@ class InstanceLifecycle(object):
         self.result["actions"].append("wait for running")
         started = time.monotonic()
 
-        def fail_fast(r):
-            if r.get("actual_status") == "offline":
-                return "the host went offline"
-            if r.get("actual_status") == "exited" and r.get("intended_status") == "running":
-                return "the container exited"
-            return None
         try:
             row = wait_instance(self.client, row["id"], lambda r: r.get("actual_status") == "running",
-                                p["wait_timeout"], p["poll_interval"], fail_fast)
+                                p["wait_timeout"], p["poll_interval"], never_running)
         except VastError as e:
             self.fail_vast(e, doing="waiting for instance %s (%s) to run" % (row["id"], row.get("label")),
                            instance_id=row["id"], changed=self.result["changed"])
@@ -495,7 +656,7 @@ class InstanceLifecycle(object):
                     p["wait_timeout"]), created)
         return row
 
-    def wait_stopped(self, row):
+    def wait_stopped(self, row, created=False):
         p = self.params
         if not p["wait"] or self.check_mode:
             return row
@@ -507,7 +668,7 @@ class InstanceLifecycle(object):
             self.fail_vast(e, doing="waiting for instance %s (%s) to stop" % (row["id"], row.get("label")),
                            instance_id=row["id"])
         except WaitTimeout as e:
-            self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], False)
+            self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], created)
 
     def wait_failed(self, row, what, created):
         p = self.params
@@ -519,18 +680,10 @@ class InstanceLifecycle(object):
         msg = "instance %s (%s) %s: actual_status=%s, status_msg=%r" % (
             iid, row.get("label"), what, row.get("actual_status"), row.get("status_msg"))
         destroyed = False
-        if created and p["destroy_on_failure"]:
-            try:
-                self.client.destroy(iid)
-                destroyed = True
-                self.audit("destroy", instance_id=iid, label=row.get("label"), price=row.get("dph_total"),
-                           detail="destroy_on_failure")
-                msg += "; destroyed it (destroy_on_failure)"
-            except VastError as e:
-                msg += "; destroy_on_failure failed too: %s" % e.msg
-        elif created:
-            msg += "; this task created it and it still exists, billing (destroy_on_failure is off)"
-        self.result["changed"] = self.result["changed"] or created or destroyed
+        if created:
+            tail_msg = self.leftover(iid, row.get("label"), what)
+            destroyed = "destroyed it" in tail_msg
+            msg += tail_msg
         self.fail(msg, instance_id=iid, status_msg=row.get("status_msg"), log_tail=tail,
                   instance=None if destroyed else self.view(row))
 
@@ -552,14 +705,17 @@ class InstanceLifecycle(object):
         if not (p["offer_id"] or p["offer_filters"]):
             self.fail("no instance labelled %r exists; give offer_id or offer_filters to rent one" % label)
         target = "stopped" if state == "stopped" else "running"
-        self.result["changed"] = True
-        new_row, offer = self.create(label, target)
+        new_row, offer = self.create(label)
         if new_row is None:  # check mode
             self.planned = {"id": None, "label": label, "state": target, "offer_id": offer["id"]}
             return None
         if state == "stopped":
-            return self.wait_stopped(new_row) if new_row.get("actual_status") not in STOPPED else new_row
-        return self.wait_running(new_row, created=True)
+            # No live-tested client sends target_state at creation: create, then stop, then confirm.
+            if new_row.get("actual_status") in STOPPED and new_row.get("intended_status") == "stopped":
+                return new_row
+            self.change_power(new_row, "stopped", "stop")
+            return self.wait_stopped(new_row, created=new_row["id"] in self.created_ids)
+        return self.wait_running(new_row, created=new_row["id"] in self.created_ids)
 
     def ensure_present(self, row, label):
         if row.get("actual_status") in (None, "loading", "created") and row.get("intended_status") != "stopped":
@@ -588,14 +744,27 @@ class InstanceLifecycle(object):
         if row.get("actual_status") == "running":
             self.reboot(row)
         else:
-            self.perform("start", row, "start instance %s" % row["id"],
-                         call=lambda: self.client.set_state(row["id"], "running"),
-                         settled=lambda now: now is not None and now.get("intended_status") == "running",
-                         what="now intended running",
-                         planned={"id": row["id"], "label": row.get("label"), "state": "running"})
+            self.change_power(row, "running", "start")
         if self.check_mode:
             return row
         return self.wait_running(dict(row, actual_status="rebooting"))
+
+    def creation_only_differences(self, row):
+        """Creation-only options of this task that the existing instance does not have (vast.ai
+        cannot change them later): ``{option: (instance's value, asked)}``."""
+        p = self.params
+        if p["state"] == "absent" or not any(p.get(k) for k in ("offer_id", "offer_filters", "image", "template_hash")):
+            return {}
+        out = {}
+        if p["image"] and row.get("image_uuid") and row["image_uuid"] != p["image"]:
+            out["image"] = (row["image_uuid"], p["image"])
+        if row.get("disk_space") is not None and abs(num(row["disk_space"]) - float(p["disk_gb"])) > 0.5:
+            out["disk_gb"] = (num(row["disk_space"]), float(p["disk_gb"]))
+        if p["template_hash"] and row.get("template_hash_id") != p["template_hash"]:
+            out["template_hash"] = (row.get("template_hash_id"), p["template_hash"])
+        if row.get("is_bid") is not None and bool(row["is_bid"]) != self.interruptible():
+            out["interruptible"] = (bool(row["is_bid"]), self.interruptible())
+        return out
 
     def ensure(self, states, row, label):
         """Bring one instance to ``params['state']`` with the module's state table ``states``
@@ -603,6 +772,13 @@ class InstanceLifecycle(object):
         p = self.params
         if p["state"] != "absent" and row is None:
             return self.ensure_created(label, p["state"])
+        differ = self.creation_only_differences(row) if row is not None else {}
+        if differ:
+            self.warnings.append(
+                "instance %s (%s) keeps its creation-only settings: %s; vast.ai cannot change them - destroy and "
+                "create it to apply them" % (row["id"], row.get("label"), ", ".join(
+                    "%s is %r, asked %r" % (k, v[0], v[1]) for k, v in sorted(differ.items()))))
+            self.differ = differ
         if p["state"] != "absent" and p["id"] is not None and p["label"] and row.get("label") != p["label"]:
             self.relabel(row, p["label"])
             row = dict(row, label=p["label"])
@@ -627,7 +803,11 @@ class InstanceLifecycle(object):
             self.fail_vast(e, doing="instance %s (%s), state=%s" % (iid, label or "no label", p["state"]),
                            instance_id=iid)
         self.result["instance"] = self.view(row) if row else None
-        self.result["diff"] = dict(before=before, after=self.planned or self.snapshot(row))
+        after = dict(self.planned or self.snapshot(row))
+        if self.differ:  # shown, not applied
+            before = dict(before, creation_only=dict((k, v[0]) for k, v in self.differ.items()))
+            after["creation_only"] = dict((k, v[1]) for k, v in self.differ.items())
+        self.result["diff"] = dict(before=before, after=after)
         return self.result
 
     # ------------------------------------------------------------------ replicas
@@ -668,7 +848,7 @@ class InstanceLifecycle(object):
         for ix in missing:
             label = "%s-%d" % (prefix, ix)
             self.result["changed"] = True
-            new_row, offer = self.create(label, "running")
+            new_row, offer = self.create(label)
             result_rows.append(new_row or {"id": None, "label": label, "actual_status": None})
         if not self.check_mode:
             result_rows = [self.wait_running(r, created=r["id"] in self.created_ids) for r in result_rows]

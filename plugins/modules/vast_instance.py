@@ -219,7 +219,13 @@ options:
     type: bool
     default: false
   bid_price:
-    description: Bid in $/h for an interruptible rental (0.001 to 128). Creation only.
+    description:
+      - Bid in $/h for an interruptible rental (0.001 to 128). Creation only.
+      - An interruptible rental (this option, or O(offer_filters.offer_type=interruptible)) always
+        sends a bid; without this option it is the chosen offer's C(min_bid). A C(bid_price)
+        below an offer's C(min_bid) is refused before anything is sent.
+      - The bid plus storage is what the rental bills, and what O(max_dph) and the budget
+        guards compare.
     type: float
   template_hash:
     description: Hash of a vast.ai template to create from. Creation only.
@@ -238,8 +244,9 @@ options:
     description:
       - Fail the create when the machine cannot start the instance now, instead of creating
         it stopped (vast.ai's behaviour without this flag). Creation only.
+      - When not set, on-demand rentals send V(true) and interruptible (bid) rentals send
+        nothing, as the official CLI does.
     type: bool
-    default: true
   wait:
     description:
       - Wait until the instance reached the requested state (running after create, start and
@@ -263,8 +270,11 @@ options:
     default: 5
   destroy_on_failure:
     description:
-      - Destroy an instance this task created when it fails to become ready within
-        O(wait_timeout), so it does not keep costing money.
+      - Destroy an instance this task created when any step after the create fails (SSH key
+        attach, the wait for running or SSH, a stop after a O(state=stopped) create), so it
+        does not keep costing money. Without it the failure names the instance and its $/h.
+      - An instance the API creates while refusing the create (an insufficient bid leaves one
+        stopped) is always destroyed.
     type: bool
     default: false
   exact_count:
@@ -277,7 +287,20 @@ options:
     description: Refuse to create when the account credit in dollars is below this.
     type: float
   max_dph:
-    description: Refuse to create on an offer whose total price in $/h is above this.
+    description:
+      - Refuse to create on an offer whose rental would bill more than this, in $/h: the bid plus
+        storage for an interruptible rental, else the on-demand price with storage for O(disk_gb).
+    type: float
+  max_total_dph:
+    description:
+      - Account-wide guard, checked right before any create or start - refuse when everything on
+        the account would bill more than this per hour after the change (running instances at
+        their rate, stopped ones for storage, plus the new rental or the started instance).
+    type: float
+  min_credit_hours:
+    description:
+      - Refuse a create or start when the account credit would cover fewer than this many hours
+        of what the account bills per hour after the change.
     type: float
   connect_with:
     description: Which SSH endpoint RV(instance.ssh) describes; V(auto) prefers direct over proxy.
@@ -468,19 +491,27 @@ class VastInstance(VastModule):
                 errors.append("creating an instance needs image or template_hash")
         if p["min_credit"] is not None and p["min_credit"] < 0:
             errors.append("min_credit must not be negative")
-        if p["max_dph"] is not None and p["max_dph"] <= 0:
-            errors.append("max_dph must be greater than 0")
+        for key in ("max_dph", "max_total_dph"):
+            if p[key] is not None and p[key] <= 0:
+                errors.append("%s must be greater than 0" % key)
+        if p["min_credit_hours"] is not None and p["min_credit_hours"] < 0:
+            errors.append("min_credit_hours must not be negative")
         return errors
 
     def run(self):
         life = InstanceLifecycle(self.client, self.params, check_mode=self.module.check_mode, result=self.result)
+        failure = None
         try:
             if self.params["exact_count"] is not None:
                 life.run_exact_count(STATES)
             else:
                 life.run(STATES)
         except Failure as e:
-            self.fail(e.msg, exc=e.exc, **e.extra)
+            failure = e
+        for warning in life.warnings:
+            self.module.warn(warning)
+        if failure is not None:
+            self.fail(failure.msg, exc=failure.exc, **failure.extra)
 
 
 def argument_spec():
@@ -507,7 +538,7 @@ def argument_spec():
         template_hash=dict(type="str"),
         image_login=dict(type="str", no_log=True),
         ssh_keys=dict(type="list", elements="str", default=[], no_log=False),
-        cancel_unavail=dict(type="bool", default=True),
+        cancel_unavail=dict(type="bool"),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=900),
         wait_ssh=dict(type="bool", default=False),
@@ -516,6 +547,8 @@ def argument_spec():
         exact_count=dict(type="int"),
         min_credit=dict(type="float"),
         max_dph=dict(type="float"),
+        max_total_dph=dict(type="float"),
+        min_credit_hours=dict(type="float"),
         connect_with=dict(type="str", default="auto", choices=["auto", "direct", "proxy"]),
         audit_log=dict(type="path", fallback=(env_fallback, ["VAST_AUDIT_LOG"])),
     )

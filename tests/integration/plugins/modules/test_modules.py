@@ -335,7 +335,8 @@ def test_destroy_on_failure_destroys_what_it_created(vastsim_factory):
     # without destroy_on_failure the message says the instance this task created still bills
     res, r = call(sim, "vast_instance", create_args("slow2", wait_timeout=3, poll_interval=0.5))
     assert res.rc != 0 and r["changed"] is True
-    assert "this task created it and it still exists, billing (destroy_on_failure is off)" in r["msg"], r["msg"]
+    assert "was created by this task and still exists, billing $" in r["msg"], r["msg"]
+    assert "(destroy_on_failure is off)" in r["msg"], r["msg"]
     assert str(r["instance_id"]) in r["msg"] and len(live(sim)) == 1
 
 
@@ -395,7 +396,9 @@ def test_preflight_min_credit_and_max_dph(sim):
 
 
 def test_default_label_from_account_and_offer_pick_second(sim):
-    res, found = call(sim, "vast_offer_info", {"gpu_names": ["RTX 3060"], "limit": 2})
+    # the module searches with its floors: direct SSH needs a direct port, the disk must fit
+    res, found = call(sim, "vast_offer_info", {"gpu_names": ["RTX 3060"], "limit": 2, "min_direct_ports": 1,
+                                               "min_disk_gb": 10})
     second = found["offers"][1]
     res, r = call(sim, "vast_instance", {"name": "budget", "image": IMAGE, "offer_pick": "second",
                                          "offer_filters": {"gpu_names": ["RTX 3060"]}, "poll_interval": 0.2})

@@ -173,3 +173,189 @@ def test_absent_by_id_does_not_relabel_first(vastsim):
     life, res = run(vastsim, id=iid, label="other", state="absent")
     assert res["actions"] == ["destroy instance %s" % iid]
     assert live(vastsim, "lc-gone") == [] and live(vastsim, "other") == []
+
+
+# ---------------------------------------------------------------- races (no server-side lock)
+def rival_creates_between_search_and_create(vastsim, life, label):
+    """Wrap the search so that, right after it answers, another run rents the same label."""
+    search, rival = life.client.search_offers, []
+
+    def search_then_rival(query):
+        offers = search(query)
+        if not rival and len(offers) > 1:
+            other = VastClient(vastsim.api_key, api_url=vastsim.url)
+            rival.append(other.create_instance(offers[-1]["id"], {"image": "i", "disk": 20.0, "label": label,
+                                                                  "runtype": "ssh_direc ssh_proxy"})["new_contract"])
+        return offers
+    life.client.search_offers = search_then_rival
+    return rival
+
+
+def test_race_lost_destroys_ours_and_adopts_the_oldest(vastsim, tmp_path):
+    audit = tmp_path / "a.jsonl"
+    life = lifecycle(vastsim, label="lc-racer", state="running", offer_filters=FILTERS, image="i",
+                     audit_log=str(audit))
+    rival = rival_creates_between_search_and_create(vastsim, life, "lc-racer")
+    res = life.run(STATES)
+    assert res["instance"]["id"] == rival[0]
+    assert [r["id"] for r in live(vastsim, "lc-racer")] == rival
+    assert any("oldest) wins, destroyed" in a for a in res["actions"])
+    assert life.created_ids == []  # what it created is gone; the winner is not ours
+    details = [json.loads(line).get("detail") for line in audit.read_text().splitlines()]
+    assert "lost create race to %s" % rival[0] in details
+
+
+def test_concurrent_runs_end_with_one_instance_and_agree(vastsim_factory):
+    import threading
+    sim = vastsim_factory(latency=150)
+    results, errors = [], []
+
+    def one(pick):
+        try:
+            _, res = run(sim, label="lc-many", state="running", offer_filters=dict(FILTERS, order_by=pick),
+                         image="i", wait=False)
+            results.append(res["instance"]["id"])
+        except Failure as e:  # pragma: no cover - reported below
+            errors.append(e.msg)
+    threads = [threading.Thread(target=one, args=(pick,)) for pick in ("price", "score", "reliability", "value")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = live(sim, "lc-many")
+    assert len(rows) == 1, rows
+    assert set(results) == {rows[0]["id"]}
+    assert len(creates(sim)) >= 2  # they did race: several rentals were sent
+
+
+# ---------------------------------------------------------------- what is billed
+def test_interruptible_always_bids_min_bid_and_guards_the_billed_price(vastsim, tmp_path):
+    audit = tmp_path / "a.jsonl"
+    f = dict(FILTERS, offer_type="interruptible")
+    life = lifecycle(vastsim, label="lc-bid", state="running", offer_filters=f, image="i", disk_gb=20,
+                     audit_log=str(audit), wait=False)
+    best = life.search(set())[0]
+    res = life.run(STATES)
+    row = res["instance"]
+    assert res["offers_tried"][-1]["offer_id"] == best["id"]
+    assert row["is_bid"] is True  # a bid was sent: without one vast.ai rents on-demand (vast-cli #403)
+    billed = best["min_bid"] + best["storage_total_cost"]
+    assert row["dph_total"] == pytest.approx(billed, abs=1e-4)
+    rec = [json.loads(line) for line in audit.read_text().splitlines()][0]
+    assert rec["price"] == pytest.approx(billed, abs=1e-4)  # the audit records what will be billed
+
+
+def test_bid_above_max_dph_is_refused_before_anything_is_sent(vastsim):
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-bid-cap", state="running", offer_filters=dict(FILTERS, offer_type="interruptible"),
+            image="i", bid_price=5.0, max_dph=1.0)
+    assert "would bill $5." in err.value.msg and "above max_dph $1.0000/h" in err.value.msg
+    assert creates(vastsim) == [] and live(vastsim) == []
+
+
+def test_bid_below_min_bid_is_refused_before_anything_is_sent(vastsim):
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-lowbid", state="running", offer_filters=FILTERS, image="i", bid_price=0.001)
+    assert "below its min_bid" in err.value.msg
+    assert creates(vastsim) == []
+
+
+def test_refused_create_reports_no_change(vastsim):
+    vastsim.set_credit(0)
+    life = lifecycle(vastsim, label="lc-broke", state="running", offer_filters=FILTERS, image="i")
+    with pytest.raises(Failure) as err:
+        life.run(STATES)
+    assert "was refused" in err.value.msg
+    assert life.result["changed"] is False and live(vastsim) == []
+
+
+def test_budget_guard_counts_the_whole_account(vastsim):
+    vastsim.bulk(3, label_prefix="other-", status="running")
+    burn = sum(r["dph_total"] for r in live(vastsim))
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-budget", state="running", offer_filters=FILTERS, image="i",
+            max_total_dph=burn + 0.01)
+    assert "above max_total_dph" in err.value.msg and "$%.4f/h now" % burn in err.value.msg
+    vastsim.set_credit(1.0)
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-budget", state="running", offer_filters=FILTERS, image="i", min_credit_hours=24)
+    assert "covers" in err.value.msg and "min_credit_hours is 24" in err.value.msg
+    assert creates(vastsim) == []
+
+
+def test_start_is_checked_against_the_budget(vastsim):
+    _, res = run(vastsim, label="lc-start", state="stopped", offer_filters=FILTERS, image="i")
+    vastsim.bulk(2, label_prefix="busy-", status="running")
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-start", state="running", max_total_dph=0.05)
+    assert "above max_total_dph" in err.value.msg
+    assert vastsim.instance(res["instance"]["id"])["intended_status"] == "stopped"
+
+
+def test_disk_and_direct_ports_are_search_floors(vastsim):
+    life = lifecycle(vastsim, label="lc-floor", state="running", offer_filters=FILTERS, image="i", disk_gb=200,
+                     ports=["8000", "9000/udp"])
+    f = life.offer_filters(set())
+    assert f["min_disk_gb"] == 200 and f["min_direct_ports"] == 3  # two ports + direct SSH
+    for o in life.search(set()):
+        assert o["disk_space"] >= 200 and o["direct_port_count"] >= 3
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-huge", state="running", offer_filters=FILTERS, image="i", disk_gb=10 ** 7)
+    assert "no offer matches" in err.value.msg and creates(vastsim) == []
+
+
+def test_stopped_create_sends_no_target_state_then_stops(vastsim):
+    _, res = run(vastsim, label="lc-cold", state="stopped", offer_filters=FILTERS, image="i")
+    assert res["instance"]["actual_status"] in ("stopped", "exited")
+    assert res["actions"][-2:] == ["stop instance %s" % res["instance"]["id"], "wait for stopped"]
+
+
+def test_destroying_what_is_already_gone_is_success(vastsim):
+    _, res = run(vastsim, label="lc-twice-gone", state="running", offer_filters=FILTERS, image="i")
+    iid = res["instance"]["id"]
+    client = VastClient(vastsim.api_key, api_url=vastsim.url)
+    assert client.destroy(iid) is True
+    assert client.destroy(iid) is False  # no_such_instance: done, not an error
+
+
+def test_wait_failure_without_destroy_names_the_instance_and_its_rate(vastsim):
+    life = lifecycle(vastsim, label="lc-bill", state="running", offer_filters=FILTERS, image="i",
+                     wait_timeout=1, cancel_unavail=False)
+    first = life.search(set())[0]
+    vastsim.ctl("POST", "offers/%s/unavail" % first["id"])
+    with pytest.raises(Failure) as err:
+        life.run(STATES)
+    iid = live(vastsim, "lc-bill")[0]["id"]
+    assert "instance %s was created by this task and still exists, billing $" % iid in err.value.msg
+    assert life.result["changed"] is True
+
+
+def test_creation_only_changes_warn_and_show_in_diff(vastsim):
+    run(vastsim, label="lc-img", state="running", offer_filters=FILTERS, image="img:1", disk_gb=20)
+    life, res = run(vastsim, label="lc-img", state="running", offer_filters=FILTERS, image="img:2", disk_gb=20)
+    assert res["changed"] is False
+    assert life.warnings and "image is 'img:1', asked 'img:2'" in life.warnings[0]
+    assert res["diff"]["before"]["creation_only"] == {"image": "img:1"}
+    assert res["diff"]["after"]["creation_only"] == {"image": "img:2"}
+
+
+@pytest.mark.parametrize("row,why", [
+    ({"actual_status": "created", "status_msg": "Error: OCI runtime create failed: runc"}, "OCI"),
+    ({"actual_status": "stopped", "cur_state": "stopped", "intended_status": "stopped", "next_state": "stopped"},
+     "outbid"),
+    ({"actual_status": "offline", "intended_status": "running"}, "offline"),
+    ({"actual_status": "exited", "intended_status": "running"}, "exited"),
+    ({"actual_status": "frozen", "intended_status": "running"}, "frozen"),
+    ({"actual_status": "unknown", "intended_status": "running"}, "unknown"),
+    # controls: still on the way, or a GPU that is busy (scheduling) - keep waiting
+    ({"actual_status": None, "intended_status": "running"}, None),
+    ({"actual_status": "loading", "intended_status": "running"}, None),
+    ({"actual_status": "created", "status_msg": "pulling image"}, None),
+    ({"actual_status": "stopped", "intended_status": "running", "cur_state": "stopped", "next_state": "running"},
+     None),
+])
+def test_never_running_table(row, why):
+    from ansible_collections.llmops.vastai.plugins.module_utils.lifecycle import never_running
+    reason = never_running(row)
+    assert (reason is None) if why is None else (why in reason), reason

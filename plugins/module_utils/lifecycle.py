@@ -320,6 +320,38 @@ class InstanceLifecycle(object):
                           "this change; min_credit_hours is %s" % (
                               credit, credit / after if after else float("inf"), after, p["min_credit_hours"]))
 
+    @staticmethod
+    def active(rows):
+        """Instances that count against ``max_instances``: all but the stopped ones."""
+        return [r for r in rows if not (r.get("actual_status") in STOPPED and r.get("intended_status") != "running")]
+
+    def check_count(self):
+        """``max_instances`` before a create: refuse when the account already has that many active."""
+        cap = self.params.get("max_instances")
+        if cap is None:
+            return
+        active = self.active(self.client.list_instances())
+        if len(active) + 1 > cap:
+            self.fail("refusing to create: the account has %d active instance(s) (%s) and max_instances is %d; stop or "
+                      "destroy some, or raise max_instances" % (len(active), ", ".join(
+                          "%s" % (r.get("label") or r["id"]) for r in sorted(active, key=lambda r: r["id"])), cap))
+
+    def settle_count(self, label, mine):
+        """``max_instances`` after a create, for runs that passed the check together: of all active
+        instances the oldest ``max_instances`` stay; ours, when younger, is destroyed and the task fails."""
+        cap = self.params.get("max_instances")
+        if cap is None:
+            return
+        try:
+            active = sorted(self.active(self.client.list_instances()), key=lambda r: int(r["id"]))
+        except VastError:
+            return  # unknown: a racing run that can read applies the rule
+        over = [r["id"] for r in active[cap:]]
+        if mine in over:
+            self.fail("max_instances %d was reached by a concurrent run while renting %r (active: %s)%s" % (
+                cap, label, ", ".join(str(r["id"]) for r in active), self.leftover(mine, label, None)),
+                instance_id=mine, changed=True)
+
     def credit(self):
         user = self.user()
         credit = user.get("credit")
@@ -433,6 +465,7 @@ class InstanceLifecycle(object):
         """Rent one instance labelled ``label``; returns (row or None in check mode, offer)."""
         p = self.params
         self.check_credit()
+        self.check_count()
         excluded = set()
         tried = []
         self.result["offers_tried"] = tried
@@ -513,6 +546,7 @@ class InstanceLifecycle(object):
                 winner = self.settle_race(label, new_id)
                 if winner is not None and winner["id"] != new_id:
                     return winner, offer
+                self.settle_count(label, new_id)
                 row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
             except VastError as e:
                 self.fail_vast(e, doing="instance %s (%s) was rented, but%s; the step after failed" % (

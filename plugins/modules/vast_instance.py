@@ -297,6 +297,13 @@ options:
         the account would bill more than this per hour after the change (running instances at
         their rate, stopped ones for storage, plus the new rental or the started instance).
     type: float
+  max_instances:
+    description:
+      - Refuse a create when the account already has this many active (not stopped) instances.
+      - Checked again right after the create: when runs racing past the check together exceed it,
+        the oldest instances stay and a run whose own new instance is beyond the limit destroys it
+        and fails.
+    type: int
   min_credit_hours:
     description:
       - Refuse a create or start when the account credit would cover fewer than this many hours
@@ -494,6 +501,8 @@ class VastInstance(VastModule):
         for key in ("max_dph", "max_total_dph"):
             if p[key] is not None and p[key] <= 0:
                 errors.append("%s must be greater than 0" % key)
+        if p["max_instances"] is not None and p["max_instances"] < 1:
+            errors.append("max_instances must be at least 1")
         if p["min_credit_hours"] is not None and p["min_credit_hours"] < 0:
             errors.append("min_credit_hours must not be negative")
         return errors
@@ -549,6 +558,7 @@ def argument_spec():
         max_dph=dict(type="float"),
         max_total_dph=dict(type="float"),
         min_credit_hours=dict(type="float"),
+        max_instances=dict(type="int"),
         connect_with=dict(type="str", default="auto", choices=["auto", "direct", "proxy"]),
         audit_log=dict(type="path", fallback=(env_fallback, ["VAST_AUDIT_LOG"])),
     )

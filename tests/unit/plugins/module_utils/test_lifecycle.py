@@ -359,3 +359,26 @@ def test_never_running_table(row, why):
     from ansible_collections.llmops.vastai.plugins.module_utils.lifecycle import never_running
     reason = never_running(row)
     assert (reason is None) if why is None else (why in reason), reason
+
+
+def test_max_instances_holds_when_runs_race_past_the_check(vastsim_factory):
+    import threading
+    sim = vastsim_factory(latency=150)
+    sim.bulk(1, label_prefix="base-", status="running")
+    out = []
+
+    def one(n):
+        try:
+            _, res = run(sim, label="lc-cap-%d" % n, state="running", offer_filters=FILTERS, image="i", wait=False,
+                         max_instances=2)
+            out.append(("ok", res["instance"]["id"]))
+        except Failure as e:
+            out.append(("failed", e.msg))
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(live(sim)) == 2, live(sim)  # the base instance and exactly one new one
+    assert [kind for kind, _ in out].count("ok") == 1, out
+    assert all("max_instances" in msg for kind, msg in out if kind == "failed"), out

@@ -195,12 +195,14 @@ import time
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible_collections.llmops.vastai.plugins.module_utils.client import SECRET_ROW_FIELDS
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
+from ansible_collections.llmops.vastai.plugins.module_utils.query import normalize_gpu_name
 
 NAME = "llmops.vastai.vast"
 
-# Never exposed as host variables and never written to the cache.
-_SECRET_FIELDS = frozenset(("jupyter_token", "instance_api_key", "api_key", "ssh_key"))
+# Never exposed as host variables and never written to the cache (the client's one list).
+_SECRET_FIELDS = SECRET_ROW_FIELDS
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ID_NAME = re.compile(r"^vast-(\d+)$")
 _CACHE_FORMAT = 1
@@ -208,7 +210,8 @@ _GPU_BILLED = frozenset(("running", "frozen"))
 
 
 def _norm_gpu(name):
-    return re.sub(r"[\s_-]+", " ", to_text(name)).strip().lower()
+    """Lower-case API spelling (the modules' one normaliser: '_'/'-' mean a space)."""
+    return normalize_gpu_name(to_text(name)).lower()
 
 
 def _sanitize_label(label):
@@ -304,8 +307,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             filters["label"] = {"in": sorted(set(labels))}
         gpus = self.get_option("gpu_names") or []
         if gpus:
-            # the API stores GPU names with spaces ("RTX 4090")
-            filters["gpu_name"] = {"in": sorted(set(re.sub(r"[_]+", " ", g).strip() for g in gpus))}
+            # the API stores GPU names with spaces and its own capitals ("H100 PCIE")
+            filters["gpu_name"] = {"in": sorted(set(normalize_gpu_name(g) for g in gpus))}
         return filters
 
     def _cache_key(self, path, api_url, api_key, filters):

@@ -230,14 +230,19 @@ def test_status_and_label_filters_are_server_side(sim, inventory):
         assert sent["label"] == {"in": ["train-a"]}
 
 
-def test_gpu_names_filter_accepts_underscores(sim, inventory, default_run):
-    gpu = one(sim, "llm-direct-1")["gpu_name"]
+@pytest.mark.parametrize("sep", ["_", "-"])
+def test_gpu_names_filter_accepts_underscores_and_dashes(sim, inventory, default_run, sep):
     everything = default_run
+    gpu = sorted(hv["vast_gpu_name"] for hv in everything.hostvars.values() if " " in hv["vast_gpu_name"])[0]
     wanted = {n for n, hv in everything.hostvars.items() if hv["vast_gpu_name"] == gpu}
     assert wanted != everything.hosts  # the filter has something to remove
-    run = inventory(sim, {"gpu_names": [gpu.replace(" ", "_").lower()]})
+    sim.clear_requests()
+    run = inventory(sim, {"gpu_names": [gpu.replace(" ", sep).lower()]})
     assert run.rc == 0, run.err
     assert run.hosts == wanted
+    # the server is sent the API's own spelling, as the modules send it (one normaliser)
+    sent = [r["query"] for r in sim.requests() if r["endpoint"] == "list"]
+    assert sent and all('"gpu_name":{"in":["%s"]}' % gpu in q["select_filters"] for q in sent), sent
 
 
 def test_keyed_groups_compose_groups(sim, inventory):

@@ -14,7 +14,7 @@ from decimal import Decimal, ROUND_HALF_UP
 
 from ansible.errors import AnsibleFilterError
 
-HOURS_PER_MONTH = 720  # 30 days, as vast.ai prices storage per month
+from ansible_collections.llmops.vastai.plugins.module_utils.pricing import HOURS_PER_MONTH, cost_totals
 
 
 def _dec(v):
@@ -49,19 +49,11 @@ def cost_report_data(billing, generated_at=None):
     if not isinstance(billing, dict) or not isinstance(billing.get("instances"), list):
         raise AnsibleFilterError("cost_report_data expects the registered result of llmops.vastai.vast_billing_info")
     instances = []
-    total = gpu = storage = Decimal(0)
-    burn = stopped_rate = Decimal(0)
-    stopped = 0
+    sums = cost_totals(billing["instances"])
+    burn, stopped_rate = _dec(sums["per_hour"]), _dec(sums["stopped_per_hour"])
     for b in billing["instances"]:
         i_total, i_gpu, i_storage = _dec(b.get("total")), _dec(b.get("gpu_cost")), _dec(b.get("storage_cost"))
         now_rate = _dec(b.get("current_per_hour"))
-        total += i_total
-        gpu += i_gpu
-        storage += i_storage
-        burn += now_rate
-        if b.get("storage_while_stopped"):
-            stopped += 1
-            stopped_rate += now_rate
         instances.append({
             "id": b.get("id"), "label": b.get("label"), "status": b.get("status") or "unknown",
             "rate_per_hour": _rate(b.get("rate_per_hour")), "current_per_hour": _rate(now_rate),
@@ -85,12 +77,12 @@ def cost_report_data(billing, generated_at=None):
                    "end_iso": rng.get("end_iso") or _iso(rng.get("end"))},
         "credit": float(credit) if credit is not None else None,
         # sums of the exact per-instance figures, rounded once (not sums of rounded cents)
-        "totals": {"total": _cents(total), "gpu": _cents(gpu), "storage": _cents(storage),
+        "totals": {"total": _cents(sums["total"]), "gpu": _cents(sums["gpu"]), "storage": _cents(sums["storage"]),
                    "instances": len(instances), "running": sum(1 for i in instances if i["status"] == "running")},
         "burn_rate": {"per_hour": _rate(burn), "per_day": _cents(burn * 24),
                       "per_month": _cents(burn * HOURS_PER_MONTH),
                       "days_of_credit": round(float(days), 1) if days is not None else None},
-        "stopped_storage": {"count": stopped, "per_hour": _rate(stopped_rate),
+        "stopped_storage": {"count": sums["stopped_count"], "per_hour": _rate(stopped_rate),
                             "per_month": _cents(stopped_rate * HOURS_PER_MONTH)},
         "instances": instances,
     }

@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import threading
 import traceback
 
@@ -159,6 +160,59 @@ def error_from_response(status, body, text="", secret=None):
     else:
         cls = VastApiError
     return cls(msg, status=status, code=code, body=body if isinstance(body, dict) else None)
+
+
+def account_credit(user):
+    """Spendable credit in dollars from ``/users/current``: ``credit``, else ``balance``; None if unreadable."""
+    user = user or {}
+    value = user.get("credit")
+    if value is None:
+        value = user.get("balance")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_charge(row):
+    """A ``/charges/`` row -> ``{instance_id, label, amount, gpu, storage, gpu_hours, start, end}``.
+
+    The instance is named by ``source`` (``instance-<id>``) or ``metadata.instance_id``; items typed
+    ``gpu`` carry the hours in ``quantity`` (or their description, "N hours ..."), ``disk`` storage."""
+    def num(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return 0.0
+    meta = row.get("metadata") or {}
+    m = re.match(r"^instance-(\d+)$", str(row.get("source") or ""))
+    iid = int(m.group(1)) if m else (int(meta["instance_id"]) if meta.get("instance_id") is not None else None)
+    out = dict(instance_id=iid, label=meta.get("label"), amount=num(row.get("amount")), gpu=0.0, storage=0.0,
+               gpu_hours=0.0, start=row.get("start"), end=row.get("end"))
+    for item in row.get("items") or []:
+        amount = num(item.get("amount"))
+        if item.get("type") == "gpu":
+            out["gpu"] += amount
+            hours = num(item.get("quantity"))
+            if not hours:
+                h = re.match(r"^\s*([\d.]+) hours", str(item.get("description") or ""))
+                hours = float(h.group(1)) if h else 0.0
+            out["gpu_hours"] += hours
+        elif item.get("type") == "disk":
+            out["storage"] += amount
+    return out
+
+
+def api_now(rows):
+    """The API's clock from instance rows: ``start_date + duration`` (both in seconds, as of the
+    answer) of any row that carries both; the latest one wins. None when no row does."""
+    stamps = []
+    for row in rows or []:
+        try:
+            stamps.append(float(row["start_date"]) + float(row["duration"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return max(stamps) if stamps else None
 
 
 def describe_error(exc, retries=None):

@@ -22,6 +22,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.base import account_
 from ansible_collections.llmops.vastai.plugins.module_utils.client import (
     VastError,
     VastOfferUnavailableError,
+    account_credit,
     create_body,
     describe_error,
 )
@@ -353,14 +354,10 @@ class InstanceLifecycle(object):
                 instance_id=mine, changed=True)
 
     def credit(self):
-        user = self.user()
-        credit = user.get("credit")
+        credit = account_credit(self.user())
         if credit is None:
-            credit = user.get("balance")
-        try:
-            return float(credit)
-        except (TypeError, ValueError):
             self.fail("cannot read the account credit to check the budget (min_credit, min_credit_hours)")
+        return credit
 
     def check_credit(self):
         p = self.params
@@ -705,7 +702,6 @@ class InstanceLifecycle(object):
             self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], created)
 
     def wait_failed(self, row, what, created):
-        p = self.params
         iid = row.get("id")
         try:
             tail = self.client.logs(iid, tail=20, poll_tries=10)

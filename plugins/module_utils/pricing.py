@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-HOURS_PER_MONTH = 720.0  # vast.ai prices storage per GB and month of 30 days
+HOURS_PER_MONTH = 720  # vast.ai prices storage per GB and month of 30 days
 STOPPED = ("stopped", "exited")
 
 
@@ -60,3 +60,26 @@ def account_burn(rows, leave_out=()):
             continue
         total += num(row.get("dph_total")) if gpu_billed(row) else storage_rate(row)
     return total
+
+
+def cost_totals(entries):
+    """Sums over per-instance cost entries (vast_billing_info's ``instances``), exact in decimal:
+    ``total``, ``gpu``, ``storage`` (spend), ``per_hour`` (current burn), ``stopped_count`` and
+    ``stopped_per_hour`` (storage billed by stopped instances). The one place costs are added up."""
+    from decimal import Decimal
+
+    def dec(value):
+        return Decimal(str(value if value is not None else 0))
+    sums = dict(total=Decimal(0), gpu=Decimal(0), storage=Decimal(0), per_hour=Decimal(0), stopped_per_hour=Decimal(0))
+    stopped = 0
+    for e in entries:
+        sums["total"] += dec(e.get("total"))
+        sums["gpu"] += dec(e.get("gpu_cost"))
+        sums["storage"] += dec(e.get("storage_cost"))
+        sums["per_hour"] += dec(e.get("current_per_hour"))
+        if e.get("storage_while_stopped"):
+            stopped += 1
+            sums["stopped_per_hour"] += dec(e.get("current_per_hour"))
+    out = dict((k, round(float(v), 6)) for k, v in sums.items())
+    out["stopped_count"] = stopped
+    return out

@@ -191,6 +191,13 @@ from datetime import datetime
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmops.vastai.plugins.module_utils.base import VastModule, vast_argument_spec
+from ansible_collections.llmops.vastai.plugins.module_utils.client import account_credit, parse_charge
+from ansible_collections.llmops.vastai.plugins.module_utils.pricing import (
+    HOURS_PER_MONTH,
+    cost_totals,
+    num,
+    storage_rate,
+)
 
 RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -218,19 +225,6 @@ def parse_time(text, anchor):
 
 def iso(ts):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def storage_rate(row):
-    if row.get("storage_total_cost") is not None:
-        return num(row["storage_total_cost"])
-    return num(row.get("storage_cost")) * num(row.get("disk_space")) / 720.0
 
 
 class VastBillingInfo(VastModule):
@@ -267,8 +261,8 @@ class VastBillingInfo(VastModule):
         kept_charges = []
         sessions = []
         for c in charges:
-            iid = self.charge_instance(c)
-            label = (c.get("metadata") or {}).get("label")
+            charge = parse_charge(c)
+            iid, label = charge["instance_id"], charge["label"]
             if prefix and iid is not None and iid not in entries and not (label or "").startswith(prefix):
                 continue
             if prefix and iid is None:
@@ -279,43 +273,38 @@ class VastBillingInfo(VastModule):
             e = entries.get(iid)
             if e is None:
                 e = entries[iid] = self.entry_gone(iid, label)
-            gpu_hours = 0.0
-            for item in c.get("items") or []:
-                amount = num(item.get("amount"))
-                if item.get("type") == "gpu":
-                    e["gpu_cost"] += amount
-                    gpu_hours += num(item.get("quantity")) or self.hours_from_text(item.get("description"))
-                elif item.get("type") == "disk":
-                    e["storage_cost"] += amount
-            e["uptime_hours"] += gpu_hours
-            e["total"] += num(c.get("amount"))
-            sessions.append(dict(instance_id=iid, label=label or e.get("label"), start=c.get("start"),
-                                 end=c.get("end"), hours_running=round(gpu_hours, 6),
-                                 amount=round(num(c.get("amount")), 6)))
+            e["gpu_cost"] += charge["gpu"]
+            e["storage_cost"] += charge["storage"]
+            e["uptime_hours"] += charge["gpu_hours"]
+            e["total"] += charge["amount"]
+            sessions.append(dict(instance_id=iid, label=label or e.get("label"), start=charge["start"],
+                                 end=charge["end"], hours_running=round(charge["gpu_hours"], 6),
+                                 amount=round(charge["amount"], 6)))
         instances = []
         for iid in sorted(entries):
             e = entries[iid]
             for k in ("gpu_cost", "storage_cost", "total", "uptime_hours"):
                 e[k] = round(e[k], 6)
             instances.append(e)
-        credit = num(user.get("credit"))
-        current = sum(e["current_per_hour"] for e in instances)
+        credit = account_credit(user) or 0.0
+        sums = cost_totals(instances)
+        current = sums["per_hour"]
         totals = dict(
             instances=len(instances),
             running=sum(1 for e in instances if e["status"] == "running"),
             charges=round(sum(num(c.get("amount")) for c in kept_charges), 6),
-            gpu=round(sum(e["gpu_cost"] for e in instances), 6),
-            storage=round(sum(e["storage_cost"] for e in instances), 6),
-            current_dph=round(current, 6),
-            stopped_storage_dph=round(sum(e["current_per_hour"] for e in instances if e["storage_while_stopped"]), 6),
+            gpu=sums["gpu"],
+            storage=sums["storage"],
+            current_dph=current,
+            stopped_storage_dph=sums["stopped_per_hour"],
             projected_daily=round(current * 24, 4),
-            projected_monthly=round(current * 720, 2),
+            projected_monthly=round(current * HOURS_PER_MONTH, 2),
             invoices=round(sum(num(i.get("amount")) for i in invoices), 6),
             days_of_credit=round(credit / (current * 24), 2) if current > 0 else None,
         )
         self.result.update(
             credit=credit,
-            balance=num(user.get("balance")),
+            balance=num(user.get("balance")),  # as the API reports it; credit is what can be spent
             range=dict(start=self.start, end=self.end, start_iso=iso(self.start), end_iso=iso(self.end)),
             instances=instances,
             totals=totals,
@@ -324,19 +313,6 @@ class VastBillingInfo(VastModule):
         )
         if p["include_invoices"]:
             self.result["invoices"] = invoices
-
-    @staticmethod
-    def charge_instance(c):
-        m = re.match(r"^instance-(\d+)$", str(c.get("source") or ""))
-        if m:
-            return int(m.group(1))
-        iid = (c.get("metadata") or {}).get("instance_id")
-        return int(iid) if iid is not None else None
-
-    @staticmethod
-    def hours_from_text(text):
-        m = re.match(r"^\s*([\d.]+) hours", str(text or ""))
-        return float(m.group(1)) if m else 0.0
 
     @staticmethod
     def entry_from_row(r):
@@ -351,7 +327,7 @@ class VastBillingInfo(VastModule):
             num_gpus=r.get("num_gpus"), rate_per_hour=round(rate, 6), storage_per_hour=round(storage, 6),
             uptime_hours=0.0, total=0.0, gpu_cost=0.0, storage_cost=0.0,
             current_per_hour=round(current, 6), projected_daily=round(current * 24, 4),
-            projected_monthly=round(current * 720, 2), storage_while_stopped=bool(stopped),
+            projected_monthly=round(current * HOURS_PER_MONTH, 2), storage_while_stopped=bool(stopped),
         )
 
     @staticmethod

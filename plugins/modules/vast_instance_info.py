@@ -90,6 +90,14 @@ instances:
       dph_total: 0.412
       ssh: {host: 203.0.113.7, port: 40022, user: root, kind: direct}
       ports: {"22/tcp": 40022}
+api_now:
+  description:
+    - The API's clock (epoch seconds) as of this answer, from the instances' C(start_date) +
+      C(duration); null when no matching instance carries them. Ages computed against it do not
+      depend on the controller's clock.
+  returned: always
+  type: float
+  sample: 1767225600.0
 statistics:
   description: Summary of the matching instances.
   returned: always
@@ -121,6 +129,7 @@ statistics:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmops.vastai.plugins.module_utils.base import VastModule, represent_instance, vast_argument_spec
+from ansible_collections.llmops.vastai.plugins.module_utils.client import api_now
 from ansible_collections.llmops.vastai.plugins.module_utils.query import normalize_gpu_name
 
 
@@ -186,6 +195,7 @@ class VastInstanceInfo(VastModule):
         rows = sorted(rows, key=lambda r: r.get("id") or 0)
         self.result["instances"] = [represent_instance(r, p["connect_with"]) for r in rows]
         self.result["statistics"] = statistics(rows)
+        self.result["api_now"] = api_now(rows)
 
     def matches(self, r):
         p = self.params

@@ -272,3 +272,33 @@ def test_non_positive_timeout_is_refused_up_front(timeout):
     with pytest.raises(C.VastError) as e:
         C.VastClient(KEY, api_url="http://127.0.0.1:9", timeout=timeout)
     assert "timeout must be a positive number" in str(e.value)
+
+
+def test_api_now_from_rows():
+    rows = [{"start_date": 1000.0, "duration": 50.0}, {"start_date": 1200.5, "duration": 10}, {"start_date": None},
+            {"id": 3}]
+    assert C.api_now(rows) == 1210.5
+    assert C.api_now([{"id": 1}]) is None and C.api_now([]) is None
+
+
+def test_parse_charge_and_account_credit():
+    row = {"source": "instance-42", "amount": "1.5", "start": 1, "end": 2, "metadata": {"label": "x"},
+           "items": [{"type": "gpu", "amount": 1.0, "description": "2.5 hours of GPU"},
+                     {"type": "disk", "amount": 0.5}]}
+    assert C.parse_charge(row) == dict(instance_id=42, label="x", amount=1.5, gpu=1.0, storage=0.5, gpu_hours=2.5,
+                                       start=1, end=2)
+    assert C.parse_charge({"metadata": {"instance_id": "7"}, "items": []})["instance_id"] == 7
+    assert C.account_credit({"credit": 3, "balance": 9}) == 3.0
+    assert C.account_credit({"balance": "9.5"}) == 9.5
+    assert C.account_credit({}) is None
+
+
+def test_create_body_wire_encoding():
+    body = C.create_body(image="img", disk_gb=20, label="l", env={"A": 1}, ports=["8000", "53/udp"],
+                         runtype="ssh_direct")
+    assert body["env"] == {"A": "1", "-p 8000:8000": "1", "-p 53:53/udp": "1"}
+    assert body["runtype"] == "ssh_direc ssh_proxy" and body["disk"] == 20.0
+    # never sent unless set: no live-tested client sends target_state; bids go without cancel_unavail
+    assert "target_state" not in body and "price" not in body and "cancel_unavail" not in body
+    assert C.create_body(image="i", bid_price=0.2, template_hash="abc")["price"] == 0.2
+    assert "runtype" not in C.create_body(image="i", template_hash="abc")

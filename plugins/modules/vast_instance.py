@@ -168,10 +168,15 @@ options:
     type: int
     default: 3
   image:
-    description: Docker image (for VMs a C(docker.io/vastai/kvm:*) image). Creation only. Required to create unless O(template_hash) is given.
+    description:
+      - Docker image (for VMs a C(docker.io/vastai/kvm:*) image). Creation only. Required to create unless O(template_hash) is given.
+      - Must be a non-empty image reference without spaces.
     type: str
   disk_gb:
-    description: Disk size in GB (at least 8). Creation only; vast.ai cannot resize it later.
+    description:
+      - Disk size in GB (at least 8, at most 16384). Creation only; vast.ai cannot resize it later.
+      - The upper bound keeps a typo (V(1e9)) from renting a host whose storage alone is billed
+        at hundreds of $/h; no vast.ai offer has that much disk.
     type: float
     default: 10
   env:
@@ -190,7 +195,8 @@ options:
     default: {}
   ports:
     description:
-      - Container ports to expose, such as V(8000) or V(8000/udp). Creation only.
+      - Container ports to expose, such as V(8000) or V(8000/udp) (1 to 65535, optionally
+        with C(/tcp) or C(/udp)). Creation only.
       - The mapped host ports are returned in RV(instance.ports) once the instance runs.
     type: list
     elements: str
@@ -229,7 +235,9 @@ options:
     type: str
   ssh_keys:
     description:
-      - Public SSH keys for the new instance. Creation only.
+      - Public SSH keys for the new instance (OpenSSH one-line form C(TYPE BASE64 [comment])). Creation only.
+      - Each key is parsed before anything is rented; a key whose data does not decode or
+        names another key type than its prefix is refused.
       - Attached to a container instance after creation; for O(vm=true) added to the account before creation.
     type: list
     elements: str
@@ -272,7 +280,14 @@ options:
       - Keep exactly this many replicas labelled C(<label>-<n>) (n = 1, 2, ...); missing ones
         are created, those with the highest numbers beyond the count destroyed.
       - Needs O(label) or O(name); O(state) must be V(present) or V(running).
+      - At most O(max_exact_count).
     type: int
+  max_exact_count:
+    description:
+      - The highest O(exact_count) accepted. A guard against a typo renting dozens of
+        instances in one task; raise it on purpose for a larger fleet.
+    type: int
+    default: 20
   min_credit:
     description: Refuse to create when the account credit in dollars is below this.
     type: float
@@ -429,6 +444,13 @@ from ansible_collections.llmops.vastai.plugins.module_utils.query import (
     sort_offers,
     validate_filters,
 )
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import (
+    DEFAULT_MAX_EXACT_COUNT,
+    MAX_DISK_GB,
+    image_errors,
+    port_errors,
+    ssh_key_errors,
+)
 
 CREATION_OPTIONS = ("offer_id", "offer_filters", "image", "template_hash")
 RUNTYPES = {"ssh_direct": "ssh_direc ssh_proxy", "ssh_proxy": "ssh_proxy", "args": "args"}
@@ -465,6 +487,8 @@ class VastInstance(VastModule):
             errors.append("label is %d characters long; vast.ai allows 256" % len(p["label"]))
         if p["disk_gb"] < 8:
             errors.append("disk_gb must be at least 8 (vast.ai minimum)")
+        elif p["disk_gb"] > MAX_DISK_GB:
+            errors.append("disk_gb must be at most %d GB, not %s (storage is billed per GB)" % (MAX_DISK_GB, p["disk_gb"]))
         if p["bid_price"] is not None and not 0.001 <= p["bid_price"] <= 128:
             errors.append("bid_price must be between 0.001 and 128 $/h")
         if p["max_offer_tries"] < 1:
@@ -473,9 +497,9 @@ class VastInstance(VastModule):
             errors.append("wait_timeout must be a positive number of seconds")
         if p["poll_interval"] <= 0:
             errors.append("poll_interval must be greater than 0")
-        for port in p["ports"]:
-            if not re.match(r"^\d{1,5}(/(tcp|udp))?$", str(port)):
-                errors.append("ports entry %r is not PORT or PORT/tcp|udp" % port)
+        errors.extend(port_errors(p["ports"]))
+        errors.extend(image_errors(p["image"]))
+        errors.extend(ssh_key_errors(p["ssh_keys"]))
         for key in list(p["env"]) + list(p["secret_env"]):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
                 errors.append("env name %r is not a valid variable name" % key)
@@ -488,6 +512,11 @@ class VastInstance(VastModule):
         if p["exact_count"] is not None:
             if p["exact_count"] < 0:
                 errors.append("exact_count must not be negative")
+            elif p["exact_count"] > p["max_exact_count"]:
+                errors.append("exact_count %d is above max_exact_count (%d); raise max_exact_count on purpose "
+                              "to keep more replicas" % (p["exact_count"], p["max_exact_count"]))
+        if p["max_exact_count"] < 1:
+            errors.append("max_exact_count must be at least 1")
             if p["id"] is not None:
                 errors.append("exact_count works on a label prefix and cannot be combined with id")
             if p["state"] not in ("present", "running"):
@@ -1112,6 +1141,7 @@ def main():
         poll_interval=dict(type="float", default=5, fallback=(env_fallback, ["VAST_POLL_INTERVAL"])),
         destroy_on_failure=dict(type="bool", default=False),
         exact_count=dict(type="int"),
+        max_exact_count=dict(type="int", default=DEFAULT_MAX_EXACT_COUNT),
         min_credit=dict(type="float"),
         max_dph=dict(type="float"),
         connect_with=dict(type="str", default="auto", choices=["auto", "direct", "proxy"]),

@@ -222,3 +222,34 @@ def test_malformed_json_still_400_and_keep_alive_works(sim):
         sock.close()
     assert data.startswith(b"HTTP/1.1 400") and b"Malformed JSON in request body" in data
     assert data.count(b"HTTP/1.1 200") == 1, data
+
+
+def test_body_that_never_arrives_is_408(monkeypatch):
+    """A client that announces a body and then sends nothing, keeping the connection open:
+    408 after BODY_TIMEOUT (lowered here on an in-process server), not a thread held forever."""
+    import threading
+
+    from tests.helpers.net import free_port
+    from tools.vastsimlib import server
+
+    monkeypatch.setattr(server, "BODY_TIMEOUT", 0.5)
+    srv, _args = server.build(["--port", str(free_port()), "--offers", "20"])
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
+        try:
+            sock.sendall(req("POST", "/api/v0/bundles/", headers={"Content-Length": "50"}) + b"{")
+            data = b""
+            while True:
+                got = sock.recv(65536)
+                if not got:
+                    break
+                data += got
+        finally:
+            sock.close()
+        assert data.startswith(b"HTTP/1.1 408"), data[:200]
+        assert json.loads(data.partition(b"\r\n\r\n")[2])["error"] == "request_timeout"
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -515,12 +515,12 @@ class VastInstance(VastModule):
             elif p["exact_count"] > p["max_exact_count"]:
                 errors.append("exact_count %d is above max_exact_count (%d); raise max_exact_count on purpose "
                               "to keep more replicas" % (p["exact_count"], p["max_exact_count"]))
-        if p["max_exact_count"] < 1:
-            errors.append("max_exact_count must be at least 1")
             if p["id"] is not None:
                 errors.append("exact_count works on a label prefix and cannot be combined with id")
             if p["state"] not in ("present", "running"):
                 errors.append("exact_count needs state present or running")
+        if p["max_exact_count"] < 1:
+            errors.append("max_exact_count must be at least 1")
         if p["state"] in ("present", "running") and p["id"] is None and p["exact_count"] != 0:
             # creating may be needed; these would fail anyway, so fail before any call
             if p["image"] is None and p["template_hash"] is None and (p["offer_id"] or p["offer_filters"]):

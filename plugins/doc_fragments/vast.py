@@ -17,6 +17,12 @@ options:
       - Falls back to the E(VAST_API_KEY) environment variable.
       - Sent only in the C(Authorization) header as a bearer token; never logged or returned.
       - Required, either as this option or through the environment.
+      - Surrounding whitespace is dropped (a key read from a file usually ends in a newline);
+        a key with whitespace or non-printable characters inside it is refused, with a message
+        that does not contain it.
+      - Prefer E(VAST_API_KEY) over this option. With E(ANSIBLE_DEBUG=1) Ansible prints the
+        arguments of every module it runs before C(no_log) masking applies, so a key given
+        as a task argument shows up there; one in the environment does not.
     type: str
   api_url:
     description:
@@ -26,7 +32,7 @@ options:
     default: https://console.vast.ai
   api_timeout:
     description:
-      - Timeout in seconds for one HTTP request. Must be greater than 0.
+      - Timeout in seconds for one HTTP request. Must be greater than 0 and at most 3600.
       - Falls back to the E(VAST_API_TIMEOUT) environment variable (set it once for a whole
         playbook run, e.g. in an AWX credential).
     type: int
@@ -38,7 +44,7 @@ options:
       - Mutations are never retried blindly; only a 429 refusal is sent again. A mutation whose
         answer is lost is reconciled by reading the instance again (and sent once more when
         that read shows it did not happen; creates never are).
-      - Must not be negative; V(0) means one attempt without retries.
+      - Must not be negative nor above 100; V(0) means one attempt without retries.
       - Falls back to the E(VAST_API_RETRIES) environment variable.
     type: int
     default: 5

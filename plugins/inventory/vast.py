@@ -16,6 +16,11 @@ description:
     every name is unique and the same instance keeps the same name from run to run while its
     label stays unique. A label that itself looks like C(vast-<digits>) but is not the
     instance's own id is treated as a duplicate for the same reason."
+  - "A label that names a group or a reserved host is not used as a host name either (the
+    instance is listed as C(vast-<id>)): C(all), C(ungrouped), C(localhost) (and C(127.0.0.1)),
+    the O(group) of this source, its default groups and every group O(groups) and
+    O(keyed_groups) create. A host named like a group would take that group's variables and
+    children, so one label could break the inventory for every instance; no label can."
   - "Connection variables: O(connect_with=auto) uses the direct SSH port when the instance
     maps C(22/tcp) (an instance rented with direct SSH) and the vast.ai SSH proxy
     (C(ssh_host):C(ssh_port)) otherwise. When an instance has no usable address yet (it is
@@ -45,6 +50,13 @@ options:
         output, logs, errors or the cache.
       - May be a template, for example C({{ lookup('env', 'MY_VAST_KEY') }}) or a vaulted
         extra variable; extra variables are available to the template.
+      - Surrounding whitespace is dropped (a key read from a file ends in a newline); a key
+        with whitespace or non-printable characters inside it is refused with a message that
+        does not contain it.
+      - Do not write the key itself into this file. When this plugin fails (wrong key, API
+        down), Ansible tries the file with its other enabled inventory plugins, and the C(ini)
+        plugin's parse errors may quote lines of it. E(VAST_API_KEY) or a vaulted variable
+        keeps the key out of the file.
     type: str
     env:
       - name: VAST_API_KEY
@@ -55,7 +67,7 @@ options:
     env:
       - name: VAST_URL
   timeout:
-    description: Seconds to wait for each API request.
+    description: Seconds to wait for each API request (1 to 3600).
     type: int
     default: 30
   parallel_requests:
@@ -67,6 +79,7 @@ options:
       - vast.ai documents a per-key pace for the listing (about one call a second). When the
         concurrent pages are still rate-limited after the client's retries, the plugin warns
         and reads the listing again one page at a time.
+      - Between 1 and 64.
     type: int
     default: 8
   statuses:
@@ -192,12 +205,15 @@ import json
 import re
 import time
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
+from ansible.inventory.data import InventoryData
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible_collections.llmops.vastai.plugins.module_utils.client import SECRET_ROW_FIELDS
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
 from ansible_collections.llmops.vastai.plugins.module_utils.query import normalize_gpu_name
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import clean_api_key
 
 NAME = "llmops.vastai.vast"
 
@@ -206,7 +222,11 @@ _SECRET_FIELDS = SECRET_ROW_FIELDS
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ID_NAME = re.compile(r"^vast-(\d+)$")
 _CACHE_FORMAT = 1
+MAX_TIMEOUT = 3600
+MAX_PARALLEL = 64
 _GPU_BILLED = frozenset(("running", "frozen"))
+# Names a host must not take: Ansible's implicit groups and its localhost spellings.
+_RESERVED_NAMES = frozenset(("all", "ungrouped")) | frozenset(C.LOCALHOST)
 
 
 def _norm_gpu(name):
@@ -290,12 +310,29 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if key and self.templar.is_template(key):
             self.templar.available_variables = self._vars or {}
             key = self.templar.template(key)
+        key, problem = clean_api_key(to_text(key) if key else None)
         if not key:
             raise AnsibleError(
                 "llmops.vastai.vast: no vast.ai API key; set api_key in the inventory file "
                 "(a template such as a vaulted variable or lookup works) or the VAST_API_KEY environment variable"
             )
-        return to_text(key)
+        if problem:
+            # never the key itself: only why it cannot be sent
+            raise AnsibleError("llmops.vastai.vast: the vast.ai API key (api_key / VAST_API_KEY) cannot be used: %s"
+                               % problem)
+        return key
+
+    def _numbers(self):
+        """timeout and parallel_requests, checked before any call (bounds as in the modules)."""
+        timeout, parallel = self.get_option("timeout"), self.get_option("parallel_requests")
+        errors = []
+        if not 1 <= timeout <= MAX_TIMEOUT:
+            errors.append("timeout must be between 1 and %d seconds, not %s" % (MAX_TIMEOUT, timeout))
+        if not 1 <= parallel <= MAX_PARALLEL:
+            errors.append("parallel_requests must be between 1 and %d, not %s" % (MAX_PARALLEL, parallel))
+        if errors:
+            raise AnsibleError("llmops.vastai.vast: " + "; ".join(errors))
+        return timeout, parallel
 
     def _server_filters(self):
         filters = {}
@@ -331,17 +368,25 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 VastError,
                 VastRateLimitError,
             )
+            from ansible_collections.llmops.vastai.plugins.module_utils.client import _redact as redact
         except ImportError as exc:
             raise AnsibleError("llmops.vastai.vast needs the collection's API client: %s" % to_text(exc))
 
-        def scrub(text):
-            text = to_text(text)
-            return text.replace(api_key, "<redacted>") if api_key else text
+        raw_key = self.get_option("api_key")
 
+        def scrub(text):
+            # every form (raw, stripped, repr, URL-encoded, JSON-escaped) of the key as given
+            # and as sent
+            text = redact(to_text(text), api_key)
+            return redact(text, to_text(raw_key)) if raw_key and not self.templar.is_template(raw_key) else text
+
+        timeout, parallel = self._numbers()
         started = time.monotonic()
+        # Each error below is raised outside its except block: a traceback at -vvv then shows
+        # no chained original exception, whose text could quote the request.
+        failure = None
         try:
-            client = VastClient(api_key, api_url=api_url, timeout=self.get_option("timeout"))
-            parallel = max(1, int(self.get_option("parallel_requests")))
+            client = VastClient(api_key, api_url=api_url, timeout=timeout)
             try:
                 rows = client.list_instances(select_filters=filters or None, parallel=parallel)
             except VastRateLimitError:
@@ -355,15 +400,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 )
                 rows = client.list_instances(select_filters=filters or None, parallel=1)
         except VastAuthError as exc:
-            raise AnsibleError(
+            failure = (
                 "vast.ai rejected the API key at %s (HTTP %s: %s). Check api_key in the inventory file or "
-                "the VAST_API_KEY environment variable." % (api_url, getattr(exc, "status", "?"), scrub(getattr(exc, "msg", exc)))
+                "the VAST_API_KEY environment variable." % (api_url, getattr(exc, "status", "?"), getattr(exc, "msg", exc))
             )
         except VastError as exc:
-            raise AnsibleError("listing vast.ai instances at %s failed: %s" % (api_url, scrub(exc)))
+            failure = "listing vast.ai instances at %s failed: %s" % (api_url, exc)
         except Exception as exc:  # pylint: disable=broad-except
             # anything unexpected still must not leak the key nor leave a half-built inventory
-            raise AnsibleError("listing vast.ai instances at %s failed: %s: %s" % (api_url, type(exc).__name__, scrub(exc)))
+            failure = "listing vast.ai instances at %s failed: %s: %s" % (api_url, type(exc).__name__, exc)
+        if failure is not None:
+            raise AnsibleError(scrub(failure))
         self.display.vvv(
             "llmops.vastai.vast: listed %d instances from %s in %.2f s" % (len(rows), api_url, time.monotonic() - started)
         )
@@ -388,6 +435,34 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return True
 
     def _populate(self, rows, fetched_at):
+        rows = sorted((r for r in rows if self._wanted(r)), key=lambda r: r["id"])
+        names = host_names(rows)
+        # A host named like a group ("all", "ungrouped", this source's group, a default,
+        # composed or keyed group) would receive that group's variables and children, and
+        # "localhost" would become the controller's own host: such a label is not a name.
+        taken = set(_RESERVED_NAMES) | self._group_names(rows, fetched_at)
+        for iid, name in names.items():
+            if name in taken:
+                self.display.v("llmops.vastai.vast: instance %s is labelled %r, which names a group or a reserved "
+                               "host; it is listed as vast-%s" % (iid, name, iid))
+                names[iid] = "vast-%s" % iid
+        self._build(rows, names, fetched_at)
+
+    def _group_names(self, rows, fetched_at):
+        """Every group this source would create, found by building it once into a scratch
+        inventory under names that cannot collide (keyed groups depend on host variables)."""
+        real = self.inventory
+        scratch = InventoryData()
+        for group in real.groups:
+            scratch.add_group(group)
+        self.inventory = scratch
+        try:
+            self._build(rows, dict((r["id"], "vast-%s" % r["id"]) for r in rows), fetched_at, dry=True)
+        finally:
+            self.inventory = real
+        return set(scratch.groups) | set(real.groups)
+
+    def _build(self, rows, names, fetched_at, dry=False):
         prefix = self.get_option("hostvars_prefix") or ""
         exclude = set(self.get_option("hostvars_exclude") or []) | _SECRET_FIELDS
         fields = self.get_option("hostvars_fields") or []
@@ -400,10 +475,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         compose = self.get_option("compose")
         groups = self.get_option("groups")
         keyed_groups = self.get_option("keyed_groups")
+        if dry and not (groups or keyed_groups or default_groups):
+            return  # only the top group: nothing to evaluate
         now = time.time()
 
-        rows = sorted((r for r in rows if self._wanted(r)), key=lambda r: r["id"])
-        names = host_names(rows)
         for row in rows:
             name = names[row["id"]]
             self.inventory.add_host(name, group=top)
@@ -419,19 +494,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostvars["ansible_host"] = endpoint["host"]
                 hostvars["ansible_port"] = endpoint["port"]
                 hostvars["ansible_user"] = endpoint["user"]
-            else:
+            elif not dry:
                 self.display.v(
                     "llmops.vastai.vast: no %s SSH address for instance %s (%s, status %s) yet; "
                     "ansible_host not set" % (connect_with, row["id"], name, row.get("actual_status"))
                 )
-            for key, value in hostvars.items():
-                self.inventory.set_variable(name, key, value)
+            if not dry:
+                for key, value in hostvars.items():
+                    self.inventory.set_variable(name, key, value)
 
             if default_groups:
                 self._add_default_groups(name, row, top, separator)
 
             # hostvars is what compose/groups/keyed_groups see; no need to fetch them back
-            self._set_composite_vars(compose, hostvars, name, strict=strict)
+            if not dry or groups or keyed_groups:
+                self._set_composite_vars(compose, hostvars, name, strict=strict)
             self._add_host_to_composed_groups(groups, hostvars, name, strict=strict)
             self._add_host_to_keyed_groups(keyed_groups, hostvars, name, strict=strict)
 
@@ -456,6 +533,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
         api_url = (self.get_option("api_url") or "https://console.vast.ai").rstrip("/")
         api_key = self._api_key()
+        self._numbers()
         filters = self._server_filters()
 
         use_cache = self.get_option("cache")

@@ -21,6 +21,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
     describe_error,
 )
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import clean_api_key, finite_errors
 
 
 def vast_argument_spec():
@@ -32,15 +33,24 @@ def vast_argument_spec():
     )
 
 
+MAX_API_TIMEOUT = 3600
+MAX_API_RETRIES = 100
+
+
 def validate_common(params):
     """Problems with the shared connection options (checked before any API call)."""
     errors = []
     timeout = params.get("api_timeout")
     if timeout is not None and timeout <= 0:
         errors.append("api_timeout must be a positive number of seconds, not %s" % timeout)
+    elif timeout is not None and timeout > MAX_API_TIMEOUT:
+        # far beyond any useful wait; huge values overflow the socket layer
+        errors.append("api_timeout must be at most %d seconds, not %s" % (MAX_API_TIMEOUT, timeout))
     retries = params.get("api_retries")
     if retries is not None and retries < 0:
         errors.append("api_retries must not be negative (0 means no retries), not %s" % retries)
+    elif retries is not None and retries > MAX_API_RETRIES:
+        errors.append("api_retries must be at most %d, not %s" % (MAX_API_RETRIES, retries))
     return errors
 
 
@@ -79,9 +89,17 @@ class VastModule(object):
         self._client = None
         if not HAS_REQUESTS:
             module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
-        if not self.params.get("api_key"):
+        key, problem = clean_api_key(self.params.get("api_key"))
+        if not key:
             module.fail_json(msg="no vast.ai API key: set the api_key option or the VAST_API_KEY environment variable")
-        errors = validate_common(self.params) + self.validate()
+        # A key read from a file ends in a newline. Ansible masks the value as given; the
+        # stripped one is what is sent and what an error could quote, so mask it too.
+        module.no_log_values.add(key)
+        self.params["api_key"] = key
+        if problem:
+            module.fail_json(msg="the vast.ai API key (api_key / VAST_API_KEY) cannot be used: %s" % problem)
+        # NaN/infinity first: every comparison with NaN is false, so the checks below miss it.
+        errors = finite_errors(self.params, module.argument_spec) + validate_common(self.params) + self.validate()
         if errors:
             # Wrong arguments are reported before any API call is made.
             module.fail_json(msg="invalid arguments: " + "; ".join(errors), **self.result)

@@ -20,6 +20,11 @@ import threading
 import traceback
 
 try:
+    from urllib.parse import quote, quote_plus
+except ImportError:  # pragma: no cover - python 2
+    from urllib import quote, quote_plus  # type: ignore
+
+try:
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
@@ -31,6 +36,7 @@ except ImportError:  # pragma: no cover - exercised by ansible-test import sanit
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import clean_api_key
 
 try:
     from concurrent.futures import ThreadPoolExecutor
@@ -128,10 +134,34 @@ def encode_query(params):
     return out
 
 
+def secret_forms(secret):
+    """Every spelling of ``secret`` that may end up in a message: raw, stripped, repr-escaped
+    (requests quotes an invalid header value with repr), URL-encoded and JSON-escaped."""
+    if not secret:
+        return []
+    secret = secret if isinstance(secret, str) else str(secret)
+    forms = set()
+    for s in (secret, secret.strip()):
+        if not s:
+            continue
+        forms.add(s)
+        forms.add(repr(s)[1:-1])
+        forms.add(json.dumps(s)[1:-1])
+        forms.add(json.dumps(s, ensure_ascii=False)[1:-1])
+        forms.add(quote(s, safe=""))
+        forms.add(quote_plus(s, safe=""))
+        forms.add(quote(s))
+    # longest first, so a longer form is replaced before a shorter one it contains
+    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+
+
 def _redact(text, secret):
     if not text or not secret:
         return text
-    return str(text).replace(secret, "***")
+    text = text if isinstance(text, str) else str(text)
+    for form in secret_forms(secret):
+        text = text.replace(form, "***")
+    return text
 
 
 def error_from_response(status, body, text="", secret=None):
@@ -269,8 +299,14 @@ class VastClient(object):
     def __init__(self, api_key, api_url=None, timeout=30, retries=5, backoff=0.5):
         if not HAS_REQUESTS:
             raise VastError("the 'requests' Python library is required")
-        if not api_key:
+        if not api_key or not str(api_key).strip():
             raise VastAuthError("no API key: set api_key or the VAST_API_KEY environment variable")
+        # A key read from a file ends in a newline: drop surrounding whitespace. What is left
+        # must be sendable as a header value; the message never holds the key.
+        self._raw_key = api_key
+        api_key, problem = clean_api_key(api_key)
+        if problem:
+            raise VastAuthError("the API key cannot be used: %s" % problem)
         self._api_key = api_key
         self.api_url = (api_url or os.environ.get("VAST_URL") or DEFAULT_API_URL).rstrip("/")
         if timeout is not None and timeout <= 0:
@@ -333,6 +369,9 @@ class VastClient(object):
     def _send(self, method, path, params, body):
         with self._lock:
             self.calls += 1
+        # Errors from requests/urllib3 may quote request headers (an invalid header value is
+        # shown with repr), so every message is redacted and raised ``from None``: the original
+        # exception, which a traceback would print, is not chained to ours.
         try:
             return self.session.request(
                 method,
@@ -342,17 +381,26 @@ class VastClient(object):
                 headers=self._headers(),
                 timeout=self.timeout,
             )
+        except requests.exceptions.InvalidHeader:
+            err = VastConnectionError("request %s %s not sent: a request header (the API key) is not a valid "
+                                      "HTTP header value" % (method, path))
         except requests.exceptions.RetryError as e:  # pragma: no cover - raise_on_status=False
-            raise VastConnectionError(self._safe("retries exhausted: %s" % e))
+            err = VastConnectionError(self._safe("retries exhausted: %s" % _short(e)))
         except requests.exceptions.Timeout:
-            raise VastConnectionError("request to %s %s timed out after %ss" % (method, path, self.timeout))
+            err = VastConnectionError("request to %s %s timed out after %ss" % (method, path, self.timeout))
         except requests.exceptions.ConnectionError as e:
-            raise VastConnectionError(self._safe("cannot reach %s (%s %s): %s" % (self.api_url, method, path, _short(e))))
+            err = VastConnectionError(self._safe("cannot reach %s (%s %s): %s" % (self.api_url, method, path, _short(e))))
         except requests.exceptions.RequestException as e:
-            raise VastConnectionError(self._safe("request %s %s failed: %s" % (method, path, _short(e))))
+            err = VastConnectionError(self._safe("request %s %s failed: %s" % (method, path, _short(e))))
+        except (ValueError, UnicodeError, TypeError) as e:
+            # http.client refuses a header value it cannot encode; say so without quoting it
+            err = VastConnectionError("request %s %s not sent (%s): the API key or URL holds characters that "
+                                      "cannot be sent over HTTP" % (method, path, type(e).__name__))
+        raise err
 
     def _safe(self, text):
-        return _redact(text, self._api_key)
+        text = _redact(text, self._api_key)
+        return _redact(text, getattr(self, "_raw_key", None))
 
     def _decode(self, resp):
         text = resp.text

@@ -184,6 +184,7 @@ sessions:
 """
 
 import calendar
+import math
 import re
 import time
 from datetime import datetime
@@ -201,6 +202,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.pricing import (
 
 RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z, the last time time.gmtime() can print
 
 
 def parse_time(text, anchor):
@@ -240,6 +242,12 @@ class VastBillingInfo(VastModule):
             self.start = parse_time(self.params["start"], self.end)
         except ValueError:
             errors.append("start %r is not a date (YYYY-MM-DD), date-time, epoch or relative (-7d)" % self.params["start"])
+            return errors
+        for name, value in (("end", self.end), ("start", self.start)):
+            # "nan", "inf" and "1e400" parse as floats; NaN would pass every comparison below
+            if not math.isfinite(value) or not 0 <= value <= LATEST:
+                errors.append("%s %r is not a time between 1970 and 9999" % (name, self.params[name]))
+        if errors:
             return errors
         if self.start >= self.end:
             errors.append("start (%s) must be before end (%s)" % (iso(self.start), iso(self.end)))

@@ -168,10 +168,15 @@ options:
     type: int
     default: 3
   image:
-    description: Docker image (for VMs a C(docker.io/vastai/kvm:*) image). Creation only. Required to create unless O(template_hash) is given.
+    description:
+      - Docker image (for VMs a C(docker.io/vastai/kvm:*) image). Creation only. Required to create unless O(template_hash) is given.
+      - Must be a non-empty image reference without spaces.
     type: str
   disk_gb:
-    description: Disk size in GB (at least 8). Creation only; vast.ai cannot resize it later.
+    description:
+      - Disk size in GB (at least 8, at most 16384). Creation only; vast.ai cannot resize it later.
+      - The upper bound keeps a typo (V(1e9)) from renting a host whose storage alone is billed
+        at hundreds of $/h; no vast.ai offer has that much disk.
     type: float
     default: 10
   env:
@@ -190,7 +195,8 @@ options:
     default: {}
   ports:
     description:
-      - Container ports to expose, such as V(8000) or V(8000/udp). Creation only.
+      - Container ports to expose, such as V(8000) or V(8000/udp) (1 to 65535, optionally
+        with C(/tcp) or C(/udp)). Creation only.
       - The mapped host ports are returned in RV(instance.ports) once the instance runs.
     type: list
     elements: str
@@ -235,7 +241,9 @@ options:
     type: str
   ssh_keys:
     description:
-      - Public SSH keys for the new instance. Creation only.
+      - Public SSH keys for the new instance (OpenSSH one-line form C(TYPE BASE64 [comment])). Creation only.
+      - Each key is parsed before anything is rented; a key whose data does not decode or
+        names another key type than its prefix is refused.
       - Attached to a container instance after creation; for O(vm=true) added to the account before creation.
     type: list
     elements: str
@@ -282,7 +290,14 @@ options:
       - Keep exactly this many replicas labelled C(<label>-<n>) (n = 1, 2, ...); missing ones
         are created, those with the highest numbers beyond the count destroyed.
       - Needs O(label) or O(name); O(state) must be V(present) or V(running).
+      - At most O(max_exact_count).
     type: int
+  max_exact_count:
+    description:
+      - The highest O(exact_count) accepted. A guard against a typo renting dozens of
+        instances in one task; raise it on purpose for a larger fleet.
+    type: int
+    default: 20
   min_credit:
     description: Refuse to create when the account credit in dollars is below this.
     type: float
@@ -440,6 +455,13 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.llmops.vastai.plugins.module_utils.base import VastModule, vast_argument_spec
 from ansible_collections.llmops.vastai.plugins.module_utils.lifecycle import Failure, InstanceLifecycle
 from ansible_collections.llmops.vastai.plugins.module_utils.query import OFFER_FILTER_SPEC, validate_filters
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import (
+    DEFAULT_MAX_EXACT_COUNT,
+    MAX_DISK_GB,
+    image_errors,
+    port_errors,
+    ssh_key_errors,
+)
 
 # The desired state -> the lifecycle step that brings one existing (or missing) instance there.
 STATES = {
@@ -465,6 +487,8 @@ class VastInstance(VastModule):
             errors.append("label is %d characters long; vast.ai allows 256" % len(p["label"]))
         if p["disk_gb"] < 8:
             errors.append("disk_gb must be at least 8 (vast.ai minimum)")
+        elif p["disk_gb"] > MAX_DISK_GB:
+            errors.append("disk_gb must be at most %d GB, not %s (storage is billed per GB)" % (MAX_DISK_GB, p["disk_gb"]))
         if p["bid_price"] is not None and not 0.001 <= p["bid_price"] <= 128:
             errors.append("bid_price must be between 0.001 and 128 $/h")
         if p["max_offer_tries"] < 1:
@@ -473,9 +497,9 @@ class VastInstance(VastModule):
             errors.append("wait_timeout must be a positive number of seconds")
         if p["poll_interval"] <= 0:
             errors.append("poll_interval must be greater than 0")
-        for port in p["ports"]:
-            if not re.match(r"^\d{1,5}(/(tcp|udp))?$", str(port)):
-                errors.append("ports entry %r is not PORT or PORT/tcp|udp" % port)
+        errors.extend(port_errors(p["ports"]))
+        errors.extend(image_errors(p["image"]))
+        errors.extend(ssh_key_errors(p["ssh_keys"]))
         for key in list(p["env"]) + list(p["secret_env"]):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
                 errors.append("env name %r is not a valid variable name" % key)
@@ -488,10 +512,15 @@ class VastInstance(VastModule):
         if p["exact_count"] is not None:
             if p["exact_count"] < 0:
                 errors.append("exact_count must not be negative")
+            elif p["exact_count"] > p["max_exact_count"]:
+                errors.append("exact_count %d is above max_exact_count (%d); raise max_exact_count on purpose "
+                              "to keep more replicas" % (p["exact_count"], p["max_exact_count"]))
             if p["id"] is not None:
                 errors.append("exact_count works on a label prefix and cannot be combined with id")
             if p["state"] not in ("present", "running"):
                 errors.append("exact_count needs state present or running")
+        if p["max_exact_count"] < 1:
+            errors.append("max_exact_count must be at least 1")
         if p["state"] in ("present", "running") and p["id"] is None and p["exact_count"] != 0:
             # creating may be needed; these would fail anyway, so fail before any call
             if p["image"] is None and p["template_hash"] is None and (p["offer_id"] or p["offer_filters"]):
@@ -554,6 +583,7 @@ def argument_spec():
         poll_interval=dict(type="float", default=5, fallback=(env_fallback, ["VAST_POLL_INTERVAL"])),
         destroy_on_failure=dict(type="bool", default=False),
         exact_count=dict(type="int"),
+        max_exact_count=dict(type="int", default=DEFAULT_MAX_EXACT_COUNT),
         min_credit=dict(type="float"),
         max_dph=dict(type="float"),
         max_total_dph=dict(type="float"),

@@ -118,7 +118,7 @@ options:
     type: int
     default: 10
   allocated_storage:
-    description: Disk size in GB used to price storage into C(dph_total).
+    description: Disk size in GB used to price storage into C(dph_total) (greater than 0, at most 16384).
     type: float
     default: 10
 """
@@ -191,6 +191,7 @@ summary:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmops.vastai.plugins.module_utils.base import VastModule, vast_argument_spec
+from ansible_collections.llmops.vastai.plugins.module_utils.validation import MAX_DISK_GB
 from ansible_collections.llmops.vastai.plugins.module_utils.query import (
     OFFER_FILTER_SPEC,
     build_query,
@@ -205,6 +206,8 @@ class VastOfferInfo(VastModule):
         errors = validate_filters(self.params)
         if self.params["allocated_storage"] <= 0:
             errors.append("allocated_storage must be greater than 0")
+        elif self.params["allocated_storage"] > MAX_DISK_GB:
+            errors.append("allocated_storage must be at most %d GB, not %s" % (MAX_DISK_GB, self.params["allocated_storage"]))
         return errors
 
     def run(self):

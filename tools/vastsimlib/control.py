@@ -1,9 +1,13 @@
 """The test-only control API under /_sim/ (no auth; never under /api/). See docs/contracts.md."""
 import json
+import math
 import re
 
 from . import billing
 from .errors import ApiError
+
+
+MAX_ADVANCE = 10 * 365 * 86400
 
 
 def handle(app, method, path, query, raw):
@@ -35,9 +39,18 @@ def _route(app, sim, method, path, body):
     if path == "/_sim/clock" and method == "GET":
         return 200, {"now": sim.clock.now(), "speed": sim.clock.speed}
     if path == "/_sim/clock/advance" and method == "POST":
-        seconds = float(body.get("seconds", 0))
+        seconds = body.get("seconds", 0)
+        # A number of seconds that the clock can take: not a string or a bool, finite (NaN would
+        # stop every comparison with the clock), not negative (it never goes back) and at most
+        # MAX_ADVANCE (beyond, billing sums overflow into nonsense and no test needs it).
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ValueError("seconds must be a number, not %s" % json.dumps(seconds)[:40])
+        if not math.isfinite(seconds):
+            raise ValueError("seconds must be a finite number")
         if seconds < 0:
             raise ValueError("seconds must be >= 0 (the clock never goes back)")
+        if seconds > MAX_ADVANCE:
+            raise ValueError("seconds must be at most %d (10 years), not %s" % (MAX_ADVANCE, seconds))
         sim.clock.advance(seconds)
         sim.tick()
         return 200, {"now": sim.clock.now()}

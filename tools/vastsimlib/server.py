@@ -56,6 +56,57 @@ COMPILED = [(m, re.compile("^" + p + "$"), e, h, a) for m, p, e, h, a in ROUTES]
 SECRET_PARAMS = {"api_key"}
 READ_ONLY = {"search", "logs", "execute"}   # non-GET endpoints that change no cached state
 
+# Limits of a real front end: nginx answers 413 above client_max_body_size (1 MB by default;
+# bulk creates are bigger, so 4 MiB here) and 431/400 for oversized headers. The stdlib
+# already refuses a header line above 64 KiB and more than 100 headers; the total is capped too.
+MAX_BODY = 4 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 64
+BODY_TIMEOUT = 30.0   # seconds a client may take to send the body it announced
+ERROR_CODES = {400: "invalid_request", 408: "request_timeout", 411: "length_required", 413: "payload_too_large",
+               414: "uri_too_long", 431: "headers_too_large", 501: "not_implemented", 505: "http_version"}
+
+
+class BadRequest(Exception):
+    """A request the server refuses before routing it (status, message); the connection is
+    closed after the answer because the rest of the stream cannot be trusted."""
+
+    def __init__(self, status, msg):
+        super().__init__(msg)
+        self.status = status
+        self.msg = msg
+
+
+def _no_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
+
+
+def _depth(value):
+    """Nesting depth of decoded JSON, iteratively (no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def strict_json(raw, what="request body"):
+    """Decode JSON as the API does: no NaN/Infinity (not JSON), bounded nesting; ApiError 400."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "invalid_request", f"JSON in {what} is nested too deeply") from None
+    except ValueError as e:
+        detail = str(e) if "not valid JSON" in str(e) else "Malformed JSON"
+        raise ApiError(400, "invalid_request", f"{detail} in {what}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_request", f"JSON in {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
 
 class Request:
     """What a handler sees: parsed path, query (raw strings), JSON body, route params."""
@@ -77,9 +128,11 @@ class Request:
         if raw is None:
             return default
         try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
+            return strict_json(raw, "query parameter %s" % name)
+        except ApiError as e:
+            if "Malformed JSON" in e.msg or "not valid JSON" in e.msg:
+                return raw   # a plain string value (also "NaN": a string, never a float)
+            raise
 
 
 class App:
@@ -133,6 +186,47 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("PATCH")
 
     # --- responses -------------------------------------------------------------------------
+    def send_error(self, code, message=None, explain=None):
+        """The stdlib's own refusals (bad request line, URI or header too long, unknown
+        method, bad version) as the API's JSON error, never its HTML page."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"   # answer with a status line and headers
+        self.close_connection = True
+        short = self.responses.get(code, ("Error",))[0]
+        text = message or short
+        if explain and explain not in text:
+            text = "%s (%s)" % (text, explain)
+        data = json.dumps({"success": False, "error": ERROR_CODES.get(code, "invalid_request"), "msg": text}).encode()
+        self.send_response(code, short)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(data)
+        self._linger()
+
+    def _linger(self, seconds=2.0, limit=16 * 1024 * 1024):
+        """Lingering close (as nginx does): send the answer, then read and discard what the
+        client is still sending for a moment, so closing with unread data does not reset the
+        connection before the client has read the error."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + seconds
+            got = 0
+            while got < limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.connection.settimeout(left)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except OSError:
+            pass
+
     def send_json(self, status, obj, headers=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
@@ -172,12 +266,29 @@ class Handler(BaseHTTPRequestHandler):
         if len(path) > 1:
             path = path.rstrip("/")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
         safe_query = {k: v for k, v in query.items() if k not in SECRET_PARAMS}
         entry = {"t": started, "sim_t": app.sim.clock.now(), "method": method, "path": path, "query": safe_query,
                  "status": None, "endpoint": None}
+        if path.startswith("/_sim/"):
+            entry["endpoint"] = "sim"
         try:
+            try:
+                raw = self._read_body()
+                if raw:
+                    strict_json(raw)   # NaN, deep nesting: 400 for /api/ and /_sim/ alike
+            except BadRequest as e:
+                entry["status"] = e.status
+                entry["refused"] = e.msg
+                self.close_connection = True
+                self.send_json(e.status, {"success": False, "error": ERROR_CODES.get(e.status, "invalid_request"),
+                                          "msg": e.msg}, {"Connection": "close"})
+                self._linger()
+                return
+            except ApiError as e:
+                entry["status"] = e.status
+                entry["refused"] = e.msg
+                self.send_json(e.status, e.body())
+                return
             if path.startswith("/_sim/"):
                 entry["endpoint"] = "sim"
                 status, obj = control.handle(app, method, path, query, raw)
@@ -193,6 +304,74 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if entry["endpoint"] != "sim":
                 app.record(entry)
+
+    def _read_body(self):
+        """The request body (Content-Length or chunked), within the limits; BadRequest otherwise.
+
+        Refused: more than MAX_HEADER_BYTES of headers (431), a Content-Length that is not one
+        non-negative integer (400), both Content-Length and Transfer-Encoding (400: the classic
+        request-smuggling ambiguity), a transfer coding other than chunked (501), a body above
+        MAX_BODY (413, announced or chunked), a malformed chunk (400), a body that does not
+        arrive within BODY_TIMEOUT (408)."""
+        size = sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+        if size > MAX_HEADER_BYTES:
+            raise BadRequest(431, f"request headers are {size} bytes; at most {MAX_HEADER_BYTES} are accepted")
+        lengths = self.headers.get_all("Content-Length") or []
+        coding = ",".join(self.headers.get_all("Transfer-Encoding") or []).strip().lower()
+        if lengths and coding:
+            raise BadRequest(400, "a request must not carry both Content-Length and Transfer-Encoding")
+        if coding and coding != "chunked":
+            raise BadRequest(501, f"Transfer-Encoding {coding!r} is not supported (only chunked)")
+        if not coding and not lengths:
+            return b""
+        if not coding:
+            values = {v.strip() for v in lengths}
+            if len(values) != 1 or not all(v.isdigit() for v in values):
+                raise BadRequest(400, "Content-Length must be one non-negative integer, not %s"
+                                 % ", ".join(repr(v[:20]) for v in lengths))
+            length = int(values.pop())
+            if length > MAX_BODY:
+                raise BadRequest(413, f"request body of {length} bytes is above the limit of {MAX_BODY} bytes")
+        try:
+            self.connection.settimeout(BODY_TIMEOUT)
+            if not coding:
+                raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    raise BadRequest(400, f"request body ended after {len(raw)} of {length} bytes")
+                return raw
+            return self._read_chunked()
+        except (TimeoutError, socket.timeout):
+            raise BadRequest(408, f"request body not received within {BODY_TIMEOUT:.0f} s") from None
+        finally:
+            try:
+                self.connection.settimeout(None)
+            except OSError:
+                pass
+
+    def _read_chunked(self):
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1026)
+            if not line.endswith(b"\n"):
+                raise BadRequest(400, "malformed chunked body: chunk size line missing or too long")
+            text = line.split(b";", 1)[0].strip()
+            if not text or any(c not in b"0123456789abcdefABCDEF" for c in text):
+                raise BadRequest(400, "malformed chunked body: chunk size is not hexadecimal")
+            n = int(text, 16)
+            if n == 0:
+                break
+            total += n
+            if total > MAX_BODY:
+                raise BadRequest(413, f"chunked request body is above the limit of {MAX_BODY} bytes")
+            data = self.rfile.read(n)
+            if len(data) < n or self.rfile.read(2) != b"\r\n":
+                raise BadRequest(400, "malformed chunked body: chunk shorter than announced")
+            parts.append(data)
+        for _ in range(100):   # trailers, up to the blank line
+            line = self.rfile.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                return b"".join(parts)
+        raise BadRequest(400, "malformed chunked body: too many trailer lines")
 
     def _api(self, app, method, path, query, raw, entry):
         route = None
@@ -221,12 +400,7 @@ class Handler(BaseHTTPRequestHandler):
             self._inject(fault, entry)
             return
         try:
-            body = None
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise ApiError(400, "invalid_request", "Malformed JSON in request body")
+            body = strict_json(raw) if raw else None
             req = Request(method, path, query, body if body is not None else {}, params, app.sim,
                           app.base_url)
             with app.sim.lock:

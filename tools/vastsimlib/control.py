@@ -117,6 +117,18 @@ def _route(app, sim, method, path, body):
         floor = float(body.get("min_bid", round(offer["min_bid"] * 1.5 + 0.001, 4)))
         sim.bid_floor[oid] = floor
         return 200, {"ok": True, "offer_id": oid, "min_bid": floor}
+    m = re.match(r"^/_sim/instances/(\d+)/net$", path)
+    if m and method == "POST":
+        # point an instance's network fields somewhere (e.g. a local SSH listener for endpoint tests)
+        inst = sim.get_live(int(m.group(1)))
+        if inst is None:
+            raise ApiError(404, "not_found", f"no live instance {m.group(1)}")
+        allowed = {"public_ipaddr", "ssh_host", "ssh_port", "ports"}
+        bad = set(body) - allowed
+        if bad:
+            raise ValueError(f"only {sorted(allowed)} can be set, not {sorted(bad)}")
+        inst.net.update(body)
+        return 200, {"ok": True, "instance": inst.row(sim.clock.now())}
     m = re.match(r"^/_sim/instances/(\d+)/(oci_fail|outbid)$", path)
     if m and method == "POST":
         inst = sim.get_live(int(m.group(1)))

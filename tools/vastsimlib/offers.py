@@ -133,7 +133,7 @@ def generate(count, seed, now):
         if v and variants.random() < 0.25:
             offer.update({"gpu_name": v[0], "gpu_ram": v[1], "gpu_total_ram": v[1] * offer["num_gpus"],
                           "gpu_mem_bw": float(v[2]), "gpu_max_power": float(v[3])})
-        if variants.random() < 0.4:
+        if variants.random() < 0.75:
             driver, cuda = variants.choice(DRIVERS_CUDA13)
             offer.update({"driver_version": driver, "driver_vers": _driver_int(driver), "cuda_max_good": cuda})
     return offers

@@ -105,7 +105,9 @@ def _route(app, sim, method, path, body):
     if path == "/_sim/account" and method == "POST":
         if "team_scoped" in body:
             sim.team_scoped = bool(body["team_scoped"])
-        return 200, {"team_scoped": sim.team_scoped}
+        if "ignore_target_state" in body:
+            sim.ignore_target_state = bool(body["ignore_target_state"])
+        return 200, {"team_scoped": sim.team_scoped, "ignore_target_state": sim.ignore_target_state}
     m = re.match(r"^/_sim/offers/(\d+)/outbid$", path)
     if m and method == "POST":
         # another tenant bid more than the listed min_bid: a create with the old bid is refused

@@ -207,6 +207,7 @@ class Sim:
         self.bid_floor = {}        # offer id → bid the host now requires (another tenant outbid the listed min_bid)
         self.create_failures = []  # [kind, ...]: the next creates fail this way (/_sim/create_failures)
         self.team_scoped = False   # the API key is team-scoped: account SSH keys are refused
+        self.ignore_target_state = False   # create ignores target_state (no live-tested client sends it)
         self.instances = {}        # id → Instance (destroyed ones kept for billing)
         self.next_instance_id = 21000000 + (seed % 1000) * 1000
         self.user = {
@@ -417,7 +418,10 @@ class Sim:
             inst.actual_status = "stopped"
             inst.status_msg = "Stopped: bid %s is below the current minimum bid %s" % (body.get("price"), floor)
             inst.create_error = "insufficient_bid"
-        elif body.get("target_state") == "stopped" or unavailable:
+        elif (body.get("target_state") == "stopped" and not self.ignore_target_state) or unavailable:
+            # target_state is in the official client only; no live-tested client (dstack, SkyPilot)
+            # sends it, so /_sim/account {"ignore_target_state": true} lets tests check that a
+            # client does not rely on it
             inst.intended_status = "stopped"
             inst.cur_state = "stopped"
             inst.next_state = "stopped"
@@ -565,6 +569,7 @@ class Sim:
             "payments": self.payments, "ssh_keys": self.ssh_keys, "next_key_id": self.next_key_id,
             "extra_key_ids": self.extra_key_ids, "bid_floor": {str(k): v for k, v in self.bid_floor.items()},
             "create_failures": self.create_failures, "team_scoped": self.team_scoped,
+            "ignore_target_state": self.ignore_target_state,
             "catalogue_ids": [o["id"] for o in self.catalogue],
         }
         tmp = self.state_file + ".tmp"
@@ -591,6 +596,7 @@ class Sim:
         self.bid_floor = {int(k): v for k, v in data.get("bid_floor", {}).items()}
         self.create_failures = list(data.get("create_failures", []))
         self.team_scoped = bool(data.get("team_scoped", False))
+        self.ignore_target_state = bool(data.get("ignore_target_state", False))
 
     # --- helpers for tokens ---------------------------------------------------------------
     @staticmethod

@@ -165,3 +165,20 @@ def test_account_keys_rows_and_team_scoped_keys(sim):
     finally:
         sim.ctl("POST", "account", {"team_scoped": False})
     assert api(sim, "DELETE", f"/api/v0/ssh/{rows[0]['id']}/").json()["success"]
+
+
+def test_target_state_can_be_ignored_at_create(sim):
+    # no live-tested client sends target_state: with ignore_target_state the instance starts,
+    # so only create-then-stop is safe
+    sim.ctl("POST", "account", {"ignore_target_state": True})
+    try:
+        iid = create(sim, search(sim, {"limit": 1})[0]["id"], target_state="stopped")["new_contract"]
+        sim.advance(60)
+        assert show(sim, iid)["actual_status"] == "running"
+    finally:
+        sim.ctl("POST", "account", {"ignore_target_state": False})
+    iid2 = create(sim, search(sim, {"limit": 1})[0]["id"], target_state="stopped")["new_contract"]
+    sim.advance(60)
+    assert show(sim, iid2)["intended_status"] == "stopped" and show(sim, iid2)["actual_status"] != "running"
+    for i in (iid, iid2):
+        api(sim, "DELETE", f"/api/v0/instances/{i}/")

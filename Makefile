@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DOCKERD := tools/testhost/dockerd.sh
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: setup host-deps test test-fast sanity lint demo bench faults images clean
+.PHONY: setup host-deps test test-fast test-live sanity lint demo bench faults images clean
 
 $(VENV)/.stamp: requirements.txt
 	python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ test-fast: setup
 test: setup host-deps
 	$(DOCKERD) run $(PYTEST) -q -m "not faults and not slow" tests
 	$(MAKE) --no-print-directory lint sanity
+
+# A short scenario against the real API; needs VAST_API_KEY, LIVE_MAX_DPH and LIVE_MAX_SPEND
+# (README "Live check"). tests/live/test_live_sim.py runs the same script against the simulator.
+test-live: setup
+	tools/test_live.sh
 
 lint: setup
 	ansible-lint --profile production playbooks/ roles/

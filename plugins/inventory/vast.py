@@ -22,8 +22,9 @@ description:
     O(keyed_groups) create. A host named like a group would take that group's variables and
     children, so one label could break the inventory for every instance; no label can."
   - "Connection variables: O(connect_with=auto) uses the direct SSH port when the instance
-    maps C(22/tcp) (an instance rented with direct SSH) and the vast.ai SSH proxy
-    (C(ssh_host):C(ssh_port)) otherwise. When an instance has no usable address yet (it is
+    maps C(22/tcp) (an instance rented with direct SSH) and that port answers with an SSH
+    banner within O(ssh_probe_timeout), and the vast.ai SSH proxy (C(ssh_host):C(ssh_port))
+    otherwise: direct SSH is blocked on some hosts. When an instance has no usable address yet (it is
     still loading, or direct was forced and it has no direct port), C(ansible_host) is left
     unset and a message is shown at C(-v); O(compose) can supply a fallback."
   - With O(cache) enabled the plugin caches the raw API rows, not the built inventory, so a
@@ -109,19 +110,30 @@ options:
   connect_with:
     description:
       - Which SSH endpoint sets C(ansible_host), C(ansible_port) and C(ansible_user).
-      - V(auto) is direct when the instance maps C(22/tcp), else the vast.ai proxy.
+      - V(auto) is direct when the instance maps C(22/tcp) and, for a running instance with a
+        proxy too, the direct port answers SSH within O(ssh_probe_timeout); else the vast.ai
+        proxy (C(vast_ssh_direct_silent) is then V(true)).
       - V(direct) is the public IP and the mapped port only; instances without one get no
         C(ansible_host).
       - V(proxy) is always C(ssh_host):C(ssh_port).
     type: str
     default: auto
     choices: [auto, direct, proxy]
+  ssh_probe_timeout:
+    description:
+      - Seconds O(connect_with=auto) waits for the direct SSH ports to send their banner (all
+        instances are probed at once, so a run costs about this long, not this long per host).
+      - V(0) turns the probe off (direct whenever C(22/tcp) is mapped, without checking).
+      - The probe also runs when the rows come from the cache.
+    type: float
+    default: 2.0
   hostvars_prefix:
     description:
       - Prefix of the host variables made from the API fields (and of the computed ones).
       - C(ansible_host), C(ansible_port) and C(ansible_user) are never prefixed.
       - "Computed variables (shown with the default prefix): C(vast_ssh_kind) (V(direct),
-        V(proxy) or null), C(vast_status) (C(actual_status)), C(vast_cost_per_hour) (what the
+        V(proxy) or null), C(vast_ssh_direct_silent) (V(true) when O(connect_with=auto) chose
+        the proxy because the direct port sent no SSH banner), C(vast_status) (C(actual_status)), C(vast_cost_per_hour) (what the
         instance costs now in $/h: C(dph_total) while running or frozen, C(storage_total_cost)
         otherwise, since storage is billed until destroy), C(vast_uptime_seconds) (running
         instances only; aged to the current time when read from the cache) and C(vast_port_map)
@@ -211,7 +223,7 @@ from ansible.inventory.data import InventoryData
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible_collections.llmops.vastai.plugins.module_utils.client import SECRET_ROW_FIELDS
-from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoint
+from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoints_probed
 from ansible_collections.llmops.vastai.plugins.module_utils.query import normalize_gpu_name
 from ansible_collections.llmops.vastai.plugins.module_utils.validation import clean_api_key
 
@@ -479,6 +491,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             return  # only the top group: nothing to evaluate
         now = time.time()
 
+        # the dry build (group names only) never probes SSH ports
+        endpoints = ssh_endpoints_probed(rows, connect_with, 0 if dry else self.get_option("ssh_probe_timeout") or 0)
         for row in rows:
             name = names[row["id"]]
             self.inventory.add_host(name, group=top)
@@ -488,8 +502,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostvars = {prefix + k: row[k] for k in fields if k in row}
             hostvars.update((prefix + k, v) for k, v in computed_vars(row, fetched_at, now).items())
 
-            endpoint = ssh_endpoint(row, connect_with=connect_with)
+            endpoint = endpoints.get(row["id"])
             hostvars[prefix + "ssh_kind"] = endpoint["kind"] if endpoint else None
+            hostvars[prefix + "ssh_direct_silent"] = bool(endpoint and endpoint.get("direct_silent"))
             if endpoint:
                 hostvars["ansible_host"] = endpoint["host"]
                 hostvars["ansible_port"] = endpoint["port"]

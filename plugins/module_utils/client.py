@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import math
 import os
 import re
 import threading
@@ -61,9 +62,15 @@ class VastError(Exception):
         self.status = status
         self.code = code
         self.body = body
+        # An error answer to a create can still name an instance it made (an insufficient bid
+        # creates it stopped and answers an error with its id: dstack PR #4036). It bills.
+        self.new_contract = _contract_id(body)
 
     def to_dict(self):
-        return {"status": self.status, "code": self.code, "msg": self.msg}
+        out = {"status": self.status, "code": self.code, "msg": self.msg}
+        if self.new_contract is not None:
+            out["new_contract"] = self.new_contract
+        return out
 
     @property
     def transient(self):
@@ -74,16 +81,6 @@ class VastError(Exception):
     def may_have_happened(self):
         """A mutation whose answer this is may have been performed anyway (transport error or 5xx)."""
         return isinstance(self, VastConnectionError) or (self.status or 0) >= 500
-
-    @property
-    def new_contract(self):
-        """An instance id the API created although it answered an error (dstack PR #4036: an
-        insufficient bid creates the instance stopped and answers an error carrying it)."""
-        body = self.body if isinstance(self.body, dict) else {}
-        try:
-            return int(body["new_contract"]) if body.get("new_contract") is not None else None
-        except (TypeError, ValueError):
-            return None
 
     @property
     def refused(self):
@@ -122,6 +119,51 @@ class VastApiError(VastError):
 
 class VastConnectionError(VastError):
     pass
+
+
+class VastTeamKeyError(VastApiError):
+    """A team-scoped API key cannot manage account SSH keys (400 team_ssh_keys_not_supported)."""
+
+
+TEAM_KEY_HINT = (
+    "this API key is team-scoped, and vast.ai keeps account SSH keys only in a personal context "
+    "(400 team_ssh_keys_not_supported). VM instances take their SSH keys from the account only, "
+    "so renting a VM needs a personal API key (or add the key once in the console's personal "
+    "context); containers can get keys per instance instead (POST /instances/{id}/ssh/)."
+)
+
+
+def _contract_id(body):
+    if not isinstance(body, dict):
+        return None
+    value = body.get("new_contract")
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def key_text(row):
+    """The public key of an account key row, whichever field carries it.
+
+    Live list rows carry it in ``ssh_key`` (Terraform provider, validated against the API),
+    create answers in ``public_key``; older shapes used ``key``.
+    """
+    if isinstance(row, str):
+        return row.strip()
+    if not isinstance(row, dict):
+        return ""
+    for field in ("ssh_key", "public_key", "key"):
+        value = row.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def whole_seconds(start, end):
+    """A billing window as whole epoch seconds (what the official client sends): the start
+    rounded down and the end rounded up, so the window never shrinks."""
+    return int(math.floor(float(start))), int(math.ceil(float(end)))
 
 
 def encode_query(params):
@@ -185,6 +227,8 @@ def error_from_response(status, body, text="", secret=None):
         cls = VastOfferUnavailableError
     elif status == 429 or code in ("rate_limit_exceeded", "search_quota_exceeded"):
         cls = VastRateLimitError
+    elif code == "team_ssh_keys_not_supported":
+        cls = VastTeamKeyError
     elif status == 404 or code in ("not_found", "no_such_instance"):
         cls = VastNotFoundError
     else:
@@ -508,25 +552,62 @@ class VastClient(object):
         return self.request("PUT", "/instances/reboot/%s/" % int(instance_id), body={})
 
     def destroy(self, instance_id):
-        """Destroy; an instance that is already gone counts as done (dstack PR #4030:
-        ``no_such_instance``), also when two destroys race. Returns False in that case."""
+        """Destroy an instance. One that is already gone is done, not an error: the API answers
+        error ``no_such_instance`` (also to the loser of two racing destroys), which dstack
+        treats as success (dstack PR #4030). Then ``{"success": True, "already_gone": True}``."""
         try:
-            self.request("DELETE", "/instances/%s/" % int(instance_id), body={})
-        except VastNotFoundError:
-            return False
-        return True
+            return self.request("DELETE", "/instances/%s/" % int(instance_id), body={})
+        except VastNotFoundError as e:  # no_such_instance (or a plain 404)
+            return {"success": True, "already_gone": True, "msg": e.msg}
+
+    def list_by_label(self, labels):
+        """Instances whose label is one of ``labels``: ``{"label": {"in": [...]}}`` as the
+        official CLI filters labels (one call for many labels)."""
+        labels = [str(x) for x in (labels or []) if x is not None]
+        if not labels:
+            return []
+        return self.list_instances({"label": {"in": labels}})
 
     def attach_ssh_key(self, instance_id, key):
         return self.request("POST", "/instances/%s/ssh/" % int(instance_id), body={"ssh_key": key})
 
+    def _account_keys_call(self, method, path, body=None):
+        try:
+            return self.request(method, path, body=body)
+        except VastTeamKeyError as e:
+            raise VastTeamKeyError("%s (%s)" % (TEAM_KEY_HINT, e.msg), status=e.status, code=e.code, body=e.body)
+
     def account_ssh_keys(self):
-        """Public keys on the account (the list may come bare or as {"ssh_keys": [...]})."""
-        body = self.request("GET", "/ssh/")
+        """Account keys as rows ``{"id", "public_key", ...}`` with ``public_key`` filled from
+        whichever field the API used (``ssh_key`` live, ``public_key``, ``key``); the list may
+        come bare (live) or as ``{"ssh_keys": [...]}``. Raises VastTeamKeyError for team keys."""
+        body = self._account_keys_call("GET", "/ssh/")
         rows = body.get("ssh_keys") if isinstance(body, dict) else body
-        return [r for r in (rows or []) if isinstance(r, dict)]
+        if isinstance(rows, str):  # some answers carry the list JSON-encoded
+            try:
+                rows = json.loads(rows)
+            except ValueError:
+                rows = []
+        out = []
+        for row in rows or []:
+            text = key_text(row)
+            if not text:
+                continue
+            row = dict(row) if isinstance(row, dict) else {}
+            row["public_key"] = text
+            out.append(row)
+        return out
 
     def add_account_ssh_key(self, key):
-        return self.request("POST", "/ssh/", body={"ssh_key": key})
+        """Add a public key to the account; returns the new row (``public_key`` filled)."""
+        body = self._account_keys_call("POST", "/ssh/", body={"ssh_key": key})
+        row = body.get("key") if isinstance(body, dict) and isinstance(body.get("key"), dict) else dict(body or {})
+        row = dict(row)
+        row["public_key"] = key_text(row) or key
+        return row
+
+    def delete_account_ssh_key(self, key_id):
+        return self._account_keys_call("DELETE", "/ssh/%s/" % int(key_id), body={})
 
     def logs(self, instance_id, tail=50, poll_tries=30, poll_interval=0.3):
         """Last ``tail`` lines of the instance log as text ('' when unavailable)."""
@@ -566,11 +647,13 @@ class VastClient(object):
             params["after_token"] = token
 
     def charges(self, start, end):
+        start, end = whole_seconds(start, end)  # the official client sends whole seconds
         return self._paged_v1(
             "/charges/", {"select_filters": {"day": {"gte": start, "lte": end}}, "latest_first": False}, limit=500
         )
 
     def invoices(self, start, end):
+        start, end = whole_seconds(start, end)
         return self._paged_v1(
             "/api/v1/invoices/", {"select_filters": {"when": {"gte": start, "lte": end}}, "latest_first": False}
         )

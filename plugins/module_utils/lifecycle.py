@@ -29,7 +29,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
 from ansible_collections.llmops.vastai.plugins.module_utils.pricing import account_burn, billed_dph, burn_rate, num
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import ssh_endpoint
 from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
-from ansible_collections.llmops.vastai.plugins.module_utils.query import build_query, sort_offers
+from ansible_collections.llmops.vastai.plugins.module_utils.query import build_query, required_direct_ports, sort_offers
 
 STOPPED = ("stopped", "exited")
 RECONCILE_TRIES = 5  # label look-ups after a lost create answer (lists may lag)
@@ -200,7 +200,7 @@ class InstanceLifecycle(object):
         return "%s-%s" % (account_label_prefix(self.user()), p["name"])
 
     def by_label(self, label):
-        return self.client.list_instances({"label": {"eq": label}})
+        return self.client.list_by_label([label])
 
     def find(self, label):
         """(row or None) for the identity; fails when a label matches several instances."""
@@ -228,11 +228,9 @@ class InstanceLifecycle(object):
         return p["bid_price"] is not None or (p["offer_filters"] or {}).get("offer_type") == "interruptible"
 
     def direct_ports_needed(self):
-        """Published ports (and direct SSH) are reachable only through an offer's direct port
-        range: without one the instance has no ``ports`` mapping (dstack filters
-        direct_port_count >= 1; SkyPilot: only one port is forwarded otherwise)."""
+        """Published ports and direct SSH are reachable only through the offer's direct ports."""
         p = self.params
-        return len(p["ports"]) + (1 if p["runtype"] == "ssh_direct" and not p["template_hash"] else 0)
+        return required_direct_ports(p["ports"], None if p["template_hash"] else p["runtype"], p["vm"])
 
     def offer_filters(self, excluded):
         p = self.params

@@ -11,6 +11,15 @@ import re
 
 # API RAM fields are MB; the official CLI converts typed GB with a factor of 1000.
 MB_PER_GB = 1000.0
+# GPU RAM is reported below the marketing size (a 48 GB L40S reports 46068 MiB: gpuhunt's
+# test_constraints). A typed GPU size therefore means "GB x 1024 x 0.93" MiB, gpuhunt's own
+# tolerance (vastai.py make_filters): 48 GB matches 46068 (ratio 0.937) while the nearest
+# smaller marketed sizes stay out (40 GB = 40960 < 45711; 80 GB matches 81559 but not 48 GB).
+GPU_MIB_PER_GB = 1024.0
+GPU_RAM_TOLERANCE = 0.93
+# cuda_max_good alone can hide Hopper offers (gpuhunt#142); dstack always sends this floor
+# beside it (compute.py _make_catalog). It filters out nothing vLLM can run on (vLLM needs 7.0).
+COMPUTE_CAP_FLOOR = 600
 
 # Canonical spellings as the API returns them; input is matched case-insensitively after
 # '_'/'-' become spaces, so rtx_4090, RTX-4090 and "rtx 4090" all mean "RTX 4090".
@@ -104,8 +113,31 @@ def validate_filters(f):
     return errors
 
 
-def build_query(f, allocated_storage=None):
-    """The /bundles/ JSON body for the typed filters ``f`` (keys of OFFER_FILTER_SPEC)."""
+def gpu_ram_mib(gb):
+    """Lowest reported per-GPU MiB that still counts as ``gb`` marketing gigabytes."""
+    return round(float(gb) * GPU_MIB_PER_GB * GPU_RAM_TOLERANCE, 1)
+
+
+def required_direct_ports(ports=None, runtype=None, vm=False):
+    """How many direct ports an instance needs so everything asked for is reachable.
+
+    Without a direct port range the API gives an instance no ``ports`` mapping (dstack filters
+    ``direct_port_count >= 1`` for its one port; SkyPilot: only the gateway's ssh_port and
+    ssh_port+1 are forwarded otherwise). Every published port needs one, and direct SSH (runtype
+    with ``ssh_direc``, or a VM, which is reached on its own port 22) one more.
+    """
+    count = len(set(str(p).split(":")[-1].split("/")[0].strip() for p in (ports or []) if str(p).strip()))
+    if vm or "direc" in (runtype or ""):
+        count += 1
+    return count
+
+
+def build_query(f, allocated_storage=None, direct_ports=0):
+    """The /bundles/ JSON body for the typed filters ``f`` (keys of OFFER_FILTER_SPEC).
+
+    ``direct_ports``: direct ports the create needs (``required_direct_ports``); the query then
+    asks for at least that many even if ``min_direct_ports`` is lower or unset.
+    """
     q = {"rentable": {"eq": True}, "rented": {"eq": False}}
     if f.get("verified") is not None:
         q["verified"] = {"eq": bool(f["verified"])}
@@ -119,9 +151,9 @@ def build_query(f, allocated_storage=None):
     if ng:
         q["num_gpus"] = ng
     if f.get("min_gpu_ram_gb") is not None:
-        q["gpu_ram"] = {"gte": f["min_gpu_ram_gb"] * MB_PER_GB}
+        q["gpu_ram"] = {"gte": gpu_ram_mib(f["min_gpu_ram_gb"])}
     if f.get("min_total_gpu_ram_gb") is not None:
-        q["gpu_total_ram"] = {"gte": f["min_total_gpu_ram_gb"] * MB_PER_GB}
+        q["gpu_total_ram"] = {"gte": gpu_ram_mib(f["min_total_gpu_ram_gb"])}
     if f.get("min_cpu_ram_gb") is not None:
         q["cpu_ram"] = {"gte": f["min_cpu_ram_gb"] * MB_PER_GB}
     if f.get("max_dph") is not None:
@@ -135,14 +167,16 @@ def build_query(f, allocated_storage=None):
         q["geolocation"] = {"in": sorted(set(countries))}
     if f.get("min_cuda") is not None:
         q["cuda_max_good"] = {"gte": f["min_cuda"]}
+        q["compute_cap"] = {"gte": COMPUTE_CAP_FLOOR}  # gpuhunt#142; a raw query's own wins below
     if f.get("min_disk_gb") is not None:
         q["disk_space"] = {"gte": f["min_disk_gb"]}
     if f.get("min_inet_down") is not None:
         q["inet_down"] = {"gte": f["min_inet_down"]}
     if f.get("datacenter") is not None:
         q["datacenter"] = {"eq": bool(f["datacenter"])}
-    if f.get("min_direct_ports") is not None:
-        q["direct_port_count"] = {"gte": f["min_direct_ports"]}
+    want_ports = max(int(f.get("min_direct_ports") or 0), int(direct_ports or 0))
+    if f.get("min_direct_ports") is not None or want_ports:
+        q["direct_port_count"] = {"gte": want_ports}
     if f.get("static_ip") is not None:
         q["static_ip"] = {"eq": bool(f["static_ip"])}
     if f.get("vm_capable") is not None:

@@ -42,10 +42,13 @@ options:
     description: Maximum number of GPUs in the offer.
     type: int
   min_gpu_ram_gb:
-    description: Minimum memory per GPU in GB (the API's C(gpu_ram) is in MB; converted with the CLI's factor 1000).
+    description:
+      - Minimum memory per GPU in GB as the card is marketed (V(48) for an L40S or RTX A6000).
+      - vast.ai reports C(gpu_ram) in MB below that size (an L40S shows 46068), so this becomes
+        C(gpu_ram >= GB x 1024 x 0.93), gpuhunt's tolerance.
     type: float
   min_total_gpu_ram_gb:
-    description: Minimum memory over all GPUs of the offer, in GB.
+    description: Minimum memory over all GPUs of the offer, in GB (with the same tolerance as O(min_gpu_ram_gb)).
     type: float
   min_cpu_ram_gb:
     description: Minimum system memory in GB.
@@ -66,7 +69,11 @@ options:
     elements: str
     choices: [africa, asia, europe, north_america, oceania, south_america]
   min_cuda:
-    description: Minimum CUDA version the host driver supports (C(cuda_max_good)), for example V(12.4).
+    description:
+      - Minimum CUDA version the host driver supports (C(cuda_max_good)), for example V(13.0) for
+        current vLLM images.
+      - Also sends C(compute_cap >= 600) (C(cuda_max_good) alone hid H100/H200 offers, gpuhunt#142)
+        unless O(query) sets C(compute_cap).
     type: float
   min_disk_gb:
     description: Minimum free disk on the host in GB.

@@ -31,7 +31,8 @@ recipe_hash() { # $1 parent hash, rest: files/dirs of the recipe
 }
 TESTHOST_KEY=$(recipe_hash "$BASE_KEY" "$HERE/images/testhost")
 VASTVM_KEY=$(recipe_hash "$TESTHOST_KEY" "$HERE/images/vastvm")
-STANDIN_KEY=$(recipe_hash "$BASE_KEY" "$HERE/images/standin" "$ROOT/tools/engine_standin/vllm_standin.py")
+STANDIN_KEY=$(recipe_hash "$BASE_KEY" "$HERE/images/standin" "$ROOT/tools/engine_standin/vllm_standin.py" \
+  "$ROOT/tools/engine_standin/vllm_flags.py" "$ROOT/tools/engine_standin/vllm_flags.json")
 
 build_base() {
   have "$BASE_IMG" && { log "base $BASE_IMG cached"; return 0; }
@@ -82,7 +83,8 @@ build_standin() {
   build_base
   # The app lives in tools/engine_standin; copy it into a private context with the Dockerfile.
   local ctx; ctx=$(mktemp -d)
-  cp "$HERE/images/standin/"* "$ROOT/tools/engine_standin/vllm_standin.py" "$ctx/"
+  cp "$HERE/images/standin/"* "$ROOT/tools/engine_standin/vllm_standin.py" "$ROOT/tools/engine_standin/vllm_flags.py" \
+    "$ROOT/tools/engine_standin/vllm_flags.json" "$ctx/"
   build_one llmops-engine-standin "$STANDIN_KEY" "$ctx"
   rm -rf "$ctx"
   docker tag "local/llmops-engine-standin:$STANDIN_KEY" "$VLLM_IMAGE"

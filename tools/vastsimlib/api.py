@@ -124,9 +124,6 @@ def _create_one(req, offer_id, body):
     if sim.credit() <= 0:
         raise ApiError(400, "insufficient_credit", "Insufficient credits/balance; add credit to rent.",
                        ask_id=offer_id)
-    if offer is not None and body["price"] is not None and body["price"] < offer["min_bid"]:
-        raise ApiError(400, "invalid_price", f"bid price {body['price']} is below the minimum bid "
-                       f"{offer['min_bid']} for this offer", ask_id=offer_id)
     vm = bool(body.get("vm")) or "vastai/kvm" in (body.get("image") or "")
     if vm and offer is not None and offer_id not in sim.rented and offer_id not in sim.taken:
         if not offer.get("vms_enabled"):
@@ -139,9 +136,19 @@ def _create_one(req, offer_id, body):
     return inst
 
 
+def _refused_bid(inst, offer_id):
+    # dstack PR #4036: an insufficient bid still creates the instance (stopped) and the error
+    # answer carries its id in `new_contract`. The status and error code are not public; a 4xx
+    # is the case a client must not read as "nothing was rented".
+    return 400, {"success": False, "error": "insufficient_bid", "msg": inst.status_msg,
+                 "new_contract": inst.id, "ask_id": offer_id}
+
+
 def create(req):
     offer_id = _int_id(req.params["id"], error="invalid_args")
     inst = _create_one(req, offer_id, _body_dict(req))
+    if getattr(inst, "create_error", None) == "insufficient_bid":
+        return _refused_bid(inst, offer_id)   # returned, not raised: the new instance is kept
     return _ok(new_contract=inst.id, instance_api_key=inst.instance_api_key, ask_id=offer_id)
 
 
@@ -155,6 +162,9 @@ def create_bulk(req):
         offer_id = _int_id(raw, error="invalid_args")
         try:
             inst = _create_one(req, offer_id, dict(body))
+            if getattr(inst, "create_error", None) == "insufficient_bid":
+                results.append(_refused_bid(inst, offer_id)[1])
+                continue
             results.append({"ask_id": offer_id, "success": True, "new_contract": inst.id,
                             "instance_api_key": inst.instance_api_key})
         except ApiError as e:
@@ -357,7 +367,9 @@ def recycle(req):
 
 
 def destroy(req):
-    inst = _instance(req, 404, "not_found")
+    # A gone (or never existing) instance answers error no_such_instance, also when a second
+    # destroy races the first; dstack treats it as done (dstack PR #4030, api_client.py).
+    inst = _instance(req, 404, "no_such_instance")
     req.sim.destroy(inst)
     return _ok(msg=f"Instance {inst.id} destroyed.")
 
@@ -450,13 +462,28 @@ def _key_text(req):
     return text
 
 
+def _team_guard(req):
+    # A team-scoped API key cannot manage account keys (SkyPilot PR #10730 quotes this body;
+    # Terraform provider bdb4bfa: once a team exists every SSH key call answers it).
+    if req.sim.team_scoped:
+        raise ApiError(400, "team_ssh_keys_not_supported",
+                       "Team SSH keys are not supported. SSH keys can only be created in personal context.")
+
+
 def list_keys(req):
-    return 200, [dict(k) for k in req.sim.ssh_keys]
+    _team_guard(req)
+    # A bare array whose rows carry the key in `ssh_key` (Terraform provider 7929bf6, validated
+    # against the live API); not `public_key`, not `key`.
+    return 200, [{"id": k["id"], "user_id": k.get("user_id"), "ssh_key": k["key"], "created_at": k.get("created_at"),
+                  "deleted_at": k.get("deleted_at")} for k in req.sim.ssh_keys]
 
 
 def add_key(req):
+    _team_guard(req)
     key = req.sim.add_account_key(_key_text(req))
-    return _ok(key=dict(key))
+    # {"success": true, "key": {...}} whose row names the key `public_key` (Terraform bdb4bfa)
+    return _ok(key={"id": key["id"], "user_id": key.get("user_id"), "public_key": key["key"],
+                    "created_at": key.get("created_at"), "deleted_at": None})
 
 
 def _find_key(req):
@@ -468,6 +495,7 @@ def _find_key(req):
 
 
 def replace_key(req):
+    _team_guard(req)
     key = _find_key(req)
     if key is None:
         raise ApiError(404, "no_such_ssh_key", "No such ssh key")
@@ -477,6 +505,7 @@ def replace_key(req):
 
 
 def delete_key(req):
+    _team_guard(req)
     key = _find_key(req)
     if key is None:
         raise ApiError(400, "invalid_request", "No such ssh key")

@@ -98,6 +98,59 @@ def _route(app, sim, method, path, body):
                                  "description": "Credit added (simulator)"})
         sim.credit_base += credit - current
         return 200, {"credit": sim.credit()}
+    if path == "/_sim/create_failures":
+        # The next creates fail as live ones do: insufficient_bid (dstack #4036), oci (dstack
+        # compute.py, OCI runtime create failed), outbid (dstack #4037).
+        if method == "GET":
+            return 200, {"pending": list(sim.create_failures)}
+        if method == "DELETE":
+            sim.create_failures = []
+            return 200, {"ok": True}
+        if method == "POST":
+            kind = body.get("kind")
+            if kind not in ("insufficient_bid", "oci", "outbid"):
+                raise ValueError("kind must be insufficient_bid, oci or outbid")
+            times = int(body.get("times", 1))
+            if not 1 <= times <= 1000:
+                raise ValueError("times must be between 1 and 1000")
+            sim.create_failures.extend([kind] * times)
+            return 200, {"pending": list(sim.create_failures)}
+    if path == "/_sim/account" and method == "POST":
+        if "team_scoped" in body:
+            sim.team_scoped = bool(body["team_scoped"])
+        if "ignore_target_state" in body:
+            sim.ignore_target_state = bool(body["ignore_target_state"])
+        return 200, {"team_scoped": sim.team_scoped, "ignore_target_state": sim.ignore_target_state}
+    m = re.match(r"^/_sim/offers/(\d+)/outbid$", path)
+    if m and method == "POST":
+        # another tenant bid more than the listed min_bid: a create with the old bid is refused
+        # (dstack #4036) while searches still show the old min_bid
+        oid = int(m.group(1))
+        if oid not in sim.by_offer:
+            raise ApiError(404, "not_found", f"no offer {oid}")
+        offer = sim.by_offer[oid]
+        floor = float(body.get("min_bid", round(offer["min_bid"] * 1.5 + 0.001, 4)))
+        sim.bid_floor[oid] = floor
+        return 200, {"ok": True, "offer_id": oid, "min_bid": floor}
+    m = re.match(r"^/_sim/instances/(\d+)/net$", path)
+    if m and method == "POST":
+        # point an instance's network fields somewhere (e.g. a local SSH listener for endpoint tests)
+        inst = sim.get_live(int(m.group(1)))
+        if inst is None:
+            raise ApiError(404, "not_found", f"no live instance {m.group(1)}")
+        allowed = {"public_ipaddr", "ssh_host", "ssh_port", "ports"}
+        bad = set(body) - allowed
+        if bad:
+            raise ValueError(f"only {sorted(allowed)} can be set, not {sorted(bad)}")
+        inst.net.update(body)
+        return 200, {"ok": True, "instance": inst.row(sim.clock.now())}
+    m = re.match(r"^/_sim/instances/(\d+)/(oci_fail|outbid)$", path)
+    if m and method == "POST":
+        inst = sim.get_live(int(m.group(1)))
+        if inst is None:
+            raise ApiError(404, "not_found", f"no live instance {m.group(1)}")
+        sim.fail(inst, "oci" if m.group(2) == "oci_fail" else "outbid")
+        return 200, {"ok": True, "instance": inst.row(sim.clock.now())}
     m = re.match(r"^/_sim/offers/(\d+)/(take|release|unavail|avail)$", path)
     if m and method == "POST":
         oid = int(m.group(1))

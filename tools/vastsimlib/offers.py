@@ -9,6 +9,9 @@ import random
 from .errors import ApiError
 
 # name, per-GPU RAM (MB), compute_cap, $/h per GPU (low, high), TFLOPs, dlperf, mem bw GB/s, max W
+# gpu_ram is what vast reports, below the marketing size: L40S 46068 and H100 NVL 95830 are the
+# live figures in gpuhunt's test_constraints (48 GB and 94 GB cards); the others are the cards'
+# nvidia-smi memory.total, which is what vast shows (e.g. H100 80 GB: 81559).
 GPU_MODELS = [
     ("RTX 3090", 24576, 860, (0.12, 0.30), 35.6, 22.0, 936, 350),
     ("RTX 4090", 24564, 890, (0.25, 0.60), 82.6, 40.0, 1008, 450),
@@ -21,7 +24,10 @@ GPU_MODELS = [
     ("H100 PCIE", 81559, 900, (1.60, 2.60), 51.0, 90.0, 2000, 350),
     ("RTX 3060", 12288, 860, (0.05, 0.12), 12.7, 8.0, 360, 170),
 ]
-GPU_NAMES = sorted(m[0] for m in GPU_MODELS)
+# Hopper variants, drawn from a separate stream so adding them left every seed's catalogue
+# otherwise unchanged: a quarter of the H100 SXM / H100 PCIE offers become these.
+HOPPER_VARIANTS = {"H100 SXM": ("H200", 143771, 4800, 700), "H100 PCIE": ("H100 NVL", 95830, 3900, 400)}
+GPU_NAMES = sorted([m[0] for m in GPU_MODELS] + [v[0] for v in HOPPER_VARIANTS.values()])
 
 # (geolocation as the API shows it, country code)
 LOCATIONS = [
@@ -35,6 +41,9 @@ CPUS = ["AMD EPYC 7543 32-Core Processor", "AMD EPYC 9354 32-Core Processor",
         "Intel Xeon Gold 6338", "AMD Ryzen 9 7950X 16-Core Processor", "Intel Core i9-13900K"]
 DRIVERS = [("535.86.05", 12.2), ("545.29.06", 12.3), ("550.54.15", 12.4), ("560.35.03", 12.6),
            ("570.124.06", 12.8)]
+# CUDA 13 drivers (R580+), drawn from the separate stream below: current vLLM images are CUDA
+# 13.0 builds and need them (vLLM docker/Dockerfile CUDA_VERSION=13.0.x).
+DRIVERS_CUDA13 = [("580.95.05", 13.0), ("590.44.01", 13.1)]
 
 
 def _driver_int(text):
@@ -73,7 +82,10 @@ def generate(count, seed, now):
         port_count = rng.choice([16, 32, 64, 128]) if direct else 0
         machine += rng.randrange(1, 7)
         host_id = 100000 + machine % 9000
-        ip = f"203.0.113.{rng.randrange(1, 255)}" if rng.random() < 0.5 else f"198.51.100.{rng.randrange(1, 255)}"
+        # Loopback addresses: an SSH probe or connection to an instance of `--hosts none` never
+        # leaves this machine (documentation ranges such as 203.0.113.0/24 are routed to the
+        # gateway). Nothing listens there, so connections are refused at once.
+        ip = f"127.0.113.{rng.randrange(1, 255)}" if rng.random() < 0.5 else f"127.51.100.{rng.randrange(1, 255)}"
         ends = now + rng.randrange(7, 120) * 86400
         offer = {
             "id": next_id, "ask_contract_id": next_id, "bundle_id": next_id + 7000000,
@@ -118,6 +130,15 @@ def generate(count, seed, now):
         }
         offers.append(offer)
         next_id += rng.randrange(1, 40)
+    variants = random.Random(f"hopper-{seed}")
+    for offer in offers:
+        v = HOPPER_VARIANTS.get(offer["gpu_name"])
+        if v and variants.random() < 0.25:
+            offer.update({"gpu_name": v[0], "gpu_ram": v[1], "gpu_total_ram": v[1] * offer["num_gpus"],
+                          "gpu_mem_bw": float(v[2]), "gpu_max_power": float(v[3])})
+        if variants.random() < 0.75:
+            driver, cuda = variants.choice(DRIVERS_CUDA13)
+            offer.update({"driver_version": driver, "driver_vers": _driver_int(driver), "cuda_max_good": cuda})
     return offers
 
 
@@ -383,6 +404,12 @@ def search(catalogue, query, index=None):
         raise ApiError(400, "invalid_args", "order must be a list of [field, direction]")
     filters = {k: v for k, v in query.items() if k not in TOP_LEVEL}
     checks = compile_filters(filters)
+    fields = set(c[0] for c in checks)
+    if "cuda_max_good" in fields and "compute_cap" not in fields:
+        # gpuhunt#142 (live answers quoted there): cuda_max_good without compute_cap returned []
+        # for H100/H200 offers (CUDA 12.4-12.8) that the same query without it returned; the
+        # cause is unknown. Reproduced as: such a query hides every Hopper (compute_cap 900) offer.
+        checks.append(("compute_cap", "neq", 900))
     order = [(ALIASES.get(spec[0], spec[0]), spec[1] if len(spec) > 1 else "asc") for spec in order]
     price_fields = set(PRICE_FIELDS)
     needs_price = any(c[0] in price_fields for c in checks) or any(f in price_fields for f, _ in order)

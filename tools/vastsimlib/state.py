@@ -52,6 +52,8 @@ class Instance:
         self.template_id = body.get("template_id")
         self.image_login = body.get("image_login")
         self.vm = bool(body.get("vm"))
+        # No `price` means on-demand at dph_base, even when the offer came from a type=bid search:
+        # the API rents on-demand silently and the answer does not say so (vast-cli PR #403).
         self.gpu_rate = float(self.bid if self.bid is not None else offer["dph_base"])
         self.instance_api_key = api_key
         self.actual_status = None
@@ -161,6 +163,11 @@ class Instance:
         if not running:
             net["ports"] = None   # ports only while running
         row.update(net)
+        if not (o.get("direct_port_count") or 0) and not net.get("ports"):
+            # No direct port range: live rows carry no `ports` mapping at all (dstack reads
+            # ports["<port>/tcp"] and so filters direct_port_count >= 1; SkyPilot query_ports:
+            # only the gateway's ssh_port / ssh_port+1 are forwarded).
+            row.pop("ports", None)
         return row   # instance_api_key is never in a row: create returns it once
 
     # --- persistence ---------------------------------------------------------------------
@@ -197,6 +204,10 @@ class Sim:
         self.rented = {}           # offer id → instance id (ours)
         self.taken = set()         # offer ids rented by "another tenant"
         self.unavailable = set()   # listed, but the machine cannot schedule (cancel_unavail)
+        self.bid_floor = {}        # offer id → bid the host now requires (another tenant outbid the listed min_bid)
+        self.create_failures = []  # [kind, ...]: the next creates fail this way (/_sim/create_failures)
+        self.team_scoped = False   # the API key is team-scoped: account SSH keys are refused
+        self.ignore_target_state = False   # create ignores target_state (no live-tested client sends it)
         self.instances = {}        # id → Instance (destroyed ones kept for billing)
         self.next_instance_id = 21000000 + (seed % 1000) * 1000
         self.user = {
@@ -330,7 +341,35 @@ class Sim:
         except Exception:
             return False
 
+    def fail(self, inst, kind, t=None):
+        """Put an instance into a live failure state it never leaves by itself."""
+        t = self.clock.now() if t is None else t
+        inst.pending = None
+        if kind == "oci":
+            # dstack compute.py: actual_status "created" with ": OCI runtime create failed:" in
+            # status_msg never becomes running; dstack fails on it at once.
+            inst.set_actual("created", t)
+            inst.status_msg = ("Error response from daemon: failed to create task for container: "
+                               "failed to create shim task: OCI runtime create failed: runc create failed: "
+                               "unable to start container process: error during container init: "
+                               "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=13.0")
+            inst.log_lines.append(f"[{t:.0f}] {inst.status_msg}")
+        elif kind == "outbid":
+            # dstack PR #4037: an interrupted (outbid) instance reports cur_state, intended_status
+            # and next_state all "stopped"; actual_status follows once the container is down.
+            inst.intended_status = inst.cur_state = inst.next_state = "stopped"
+            inst.status_msg = "Stopped: outbid by a higher bid on this machine"
+            inst.pending = (t + T_STOP, "stopped")
+            if self.hosts is not None:
+                self.hosts.on_stop(inst)
+        else:
+            raise ValueError(f"unknown failure {kind!r}; one of oci, outbid")
+        self.version += 1
+
     def _enter(self, inst, status, t):
+        if status == "loading" and getattr(inst, "doomed", None):
+            kind, inst.doomed = inst.doomed, None
+            return self.fail(inst, kind, t)
         self.version += 1
         inst.set_actual(status, t)
         if status == "loading":
@@ -370,7 +409,19 @@ class Sim:
         self.next_instance_id += 1
         inst = Instance(iid, priced, body, now, key)
         inst.ssh_keys = [k["key"] for k in self.ssh_keys]
-        if body.get("target_state") == "stopped" or unavailable:
+        failure = self.create_failures.pop(0) if self.create_failures else None
+        floor = self.bid_floor.get(offer_id, offer["min_bid"])
+        if failure == "insufficient_bid" or (body.get("price") is not None and float(body["price"]) < floor):
+            # dstack PR #4036: with an insufficient bid vast still creates the instance, stopped,
+            # and answers an error that carries its id in `new_contract` (it bills storage).
+            inst.intended_status = inst.cur_state = inst.next_state = "stopped"
+            inst.actual_status = "stopped"
+            inst.status_msg = "Stopped: bid %s is below the current minimum bid %s" % (body.get("price"), floor)
+            inst.create_error = "insufficient_bid"
+        elif (body.get("target_state") == "stopped" and not self.ignore_target_state) or unavailable:
+            # target_state is in the official client only; no live-tested client (dstack, SkyPilot)
+            # sends it, so /_sim/account {"ignore_target_state": true} lets tests check that a
+            # client does not rely on it
             inst.intended_status = "stopped"
             inst.cur_state = "stopped"
             inst.next_state = "stopped"
@@ -378,6 +429,8 @@ class Sim:
             inst.status_msg = "Created stopped: machine unavailable" if unavailable else "Created (stopped)"
         else:
             inst.pending = (now + T_PROVISION, "loading")
+            if failure in ("oci", "outbid"):
+                inst.doomed = failure   # applied when it would start loading (see _enter)
         self.instances[iid] = inst
         self.rented[offer_id] = iid
         self._available = None
@@ -514,7 +567,9 @@ class Sim:
             "instances": [i.dump() for i in self.instances.values()],
             "next_instance_id": self.next_instance_id, "user": self.user, "credit_base": self.credit_base,
             "payments": self.payments, "ssh_keys": self.ssh_keys, "next_key_id": self.next_key_id,
-            "extra_key_ids": self.extra_key_ids,
+            "extra_key_ids": self.extra_key_ids, "bid_floor": {str(k): v for k, v in self.bid_floor.items()},
+            "create_failures": self.create_failures, "team_scoped": self.team_scoped,
+            "ignore_target_state": self.ignore_target_state,
             "catalogue_ids": [o["id"] for o in self.catalogue],
         }
         tmp = self.state_file + ".tmp"
@@ -538,6 +593,10 @@ class Sim:
         self.ssh_keys = data["ssh_keys"]
         self.next_key_id = data["next_key_id"]
         self.extra_key_ids = data.get("extra_key_ids", {})
+        self.bid_floor = {int(k): v for k, v in data.get("bid_floor", {}).items()}
+        self.create_failures = list(data.get("create_failures", []))
+        self.team_scoped = bool(data.get("team_scoped", False))
+        self.ignore_target_state = bool(data.get("ignore_target_state", False))
 
     # --- helpers for tokens ---------------------------------------------------------------
     @staticmethod

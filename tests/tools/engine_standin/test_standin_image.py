@@ -17,7 +17,7 @@ def test_image_serves_vllm_surface_and_stops_fast():
     docker("run", "-d", "--name", name, "--label", LABEL, "-p", "127.0.0.1::8000",
            "-e", "STANDIN_LOAD_SECONDS=1", "-e", "VLLM_API_KEY=ck",
            imgs["vllm"], "org/model-x", "--served-model-name", "x", "--max-model-len", "2048",
-           "--gpu-memory-utilization", "0.9", "--tensor-parallel-size", "1", "--unknown-flag", "1")
+           "--gpu-memory-utilization", "0.9", "--tensor-parallel-size", "1", "--kv-cache-dtype", "fp8")
     try:
         port = int(docker("port", name, "8000/tcp").stdout.split()[0].rsplit(":", 1)[1])
         url = f"http://127.0.0.1:{port}"
@@ -39,10 +39,18 @@ def test_image_serves_vllm_surface_and_stops_fast():
             data = [ln[6:] for ln in r.iter_lines() if ln.startswith(b"data: ")]
         assert data[-1] == b"[DONE]" and len(data) == 1 + 5 + 1 + 1  # role, tokens, finish, DONE
         assert json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
-        assert "--unknown-flag 1" in docker("logs", name).stderr
+        assert "--kv-cache-dtype fp8" in docker("logs", name).stderr   # a real vLLM flag it ignores
         # A python PID 1 ignores SIGTERM unless it handles it: this must not take docker's 10 s.
         t0 = time.monotonic()
         docker("stop", name)
         assert time.monotonic() - t0 < 3
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_image_exits_2_on_a_flag_vllm_rejects():
+    # real vLLM exits 2 on an unknown flag (argparse); so does the stand-in (vllm_flags.json)
+    imgs = ensure_images()
+    res = docker("run", "--rm", "--label", LABEL, imgs["vllm"], "org/model-x", "--max-modle-len", "2048", check=False)
+    assert res.returncode == 2
+    assert "unrecognized arguments: --max-modle-len 2048" in res.stderr

@@ -1,8 +1,8 @@
 """`--hosts none`: no machine behind instances, only plausible network fields.
 
 ssh_host is a vast-style proxy name (sshN.vast.ai) and public_ipaddr comes from the offer,
-which uses the documentation ranges 203.0.113.0/24 and 198.51.100.0/24 (RFC 5737), so
-nothing here can ever reach a real host. Direct ports are taken from the offer's direct range.
+which uses loopback addresses (127.0.113.0/24, 127.51.100.0/24) where nothing listens, so a
+connection to an instance never leaves this machine and is refused at once. Direct ports are taken from the offer's direct range.
 """
 from .base import HostBackend
 

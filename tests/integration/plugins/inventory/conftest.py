@@ -76,7 +76,9 @@ def make_runner(tmp_path, collections_path):
 
     def run(sim, config, *extra, key=SECRET, env=None, name="test.vast.yml", graph=False):
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(dict({"plugin": "llmops.vastai.vast"}, **config)))
+        # --hosts none instances listen nowhere, so the direct-SSH probe would always pick the
+        # proxy: it is off unless a test sets it (the probe has its own tests)
+        path.write_text(yaml.safe_dump(dict({"plugin": "llmops.vastai.vast", "ssh_probe_timeout": 0}, **config)))
         full_env = {
             "PATH": "%s:%s" % (BIN, os.environ.get("PATH", "")),
             "HOME": os.environ.get("HOME", str(tmp_path)),

@@ -6,6 +6,8 @@ simulator's own state.
 """
 import json
 import re
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,33 @@ PLAN = [
     ("{{ 7 * 6 }}", PROXY),  # API data must never be templated
     ("llm-stopped", DIRECT),
 ]
+
+
+def ssh_listener(banner=True):
+    """A local port that answers like sshd (banner) or accepts and stays silent."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+
+    def loop():
+        while True:
+            try:
+                conn, dummy = srv.accept()
+            except OSError:
+                return
+            if banner:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6 test\r\n")
+            threading.Timer(5, conn.close).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv
+
+
+def point_direct_at(sim, iid, port):
+    """The instance's direct SSH endpoint becomes 127.0.0.1:port (its proxy stays as it is)."""
+    sim.ctl("POST", "instances/%d/net" % iid, {"public_ipaddr": "127.0.0.1",
+                                                "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}})
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +96,18 @@ def sim():
         s.advance(3600)  # everything loads and runs
         client.set_state(s.ids["llm-stopped"][0], "stopped")
         s.advance(600)
+        # the running direct instances answer SSH on their direct port, as a healthy host does
+        s.sshd = ssh_listener()
+        for label in ("llm-direct-1", "dup"):
+            for iid in s.ids[label]:
+                if one_by_id(s, iid).get("ports"):
+                    point_direct_at(s, iid, s.sshd.getsockname()[1])
         yield s
+        s.sshd.close()
+
+
+def one_by_id(sim, iid):
+    return [r for r in sim.state()["instances"] if r["id"] == iid][0]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +191,7 @@ def test_hostvars_fields(sim, inventory, default_run):
     hv = few.hostvars["llm-direct-1"]
     assert {k for k in hv if k.startswith("vast_")} == {
         "vast_gpu_name", "vast_extra_env", "vast_status", "vast_cost_per_hour", "vast_uptime_seconds",
-        "vast_port_map", "vast_ssh_kind"}
+        "vast_port_map", "vast_ssh_kind", "vast_ssh_direct_silent"}
     assert hv["ansible_host"] == row["public_ipaddr"]
 
 
@@ -380,3 +420,26 @@ def test_example_config_is_valid(sim, inventory, tmp_path):
     assert run.rc == 0, run.err
     assert run.hosts == {"llm-direct-1", "llm-proxy-1"}
     assert "[WARNING]" not in run.err, run.err
+
+
+def test_auto_falls_back_to_the_proxy_when_direct_ssh_is_silent(sim, inventory):
+    # SkyPilot: direct SSH to public_ipaddr times out on some hosts, the proxy works; dstack and
+    # the CLI use direct. auto: direct when it answers, the proxy when it does not.
+    iid = sim.ids["llm-direct-1"][0]
+    silent = ssh_listener(banner=False)
+    try:
+        point_direct_at(sim, iid, silent.getsockname()[1])
+        row = one(sim, "llm-direct-1")
+        hv = inventory(sim, {"ssh_probe_timeout": 1.0}).hostvars["llm-direct-1"]
+        assert (hv["ansible_host"], hv["ansible_port"], hv["vast_ssh_kind"], hv["vast_ssh_direct_silent"]) == (
+            row["ssh_host"], int(row["ssh_port"]), "proxy", True)
+        hv = inventory(sim, {"ssh_probe_timeout": 0}).hostvars["llm-direct-1"]     # probe off: as before
+        assert (hv["ansible_port"], hv["vast_ssh_kind"]) == (silent.getsockname()[1], "direct")
+        hv = inventory(sim, {"connect_with": "direct"}).hostvars["llm-direct-1"]   # forced: no fallback
+        assert hv["vast_ssh_kind"] == "direct"
+    finally:
+        point_direct_at(sim, iid, sim.sshd.getsockname()[1])
+        silent.close()
+    hv = inventory(sim, {}).hostvars["llm-direct-1"]
+    assert (hv["ansible_port"], hv["vast_ssh_kind"], hv["vast_ssh_direct_silent"]) == (
+        sim.sshd.getsockname()[1], "direct", False)

@@ -315,8 +315,8 @@ def test_destroying_what_is_already_gone_is_success(vastsim):
     _, res = run(vastsim, label="lc-twice-gone", state="running", offer_filters=FILTERS, image="i")
     iid = res["instance"]["id"]
     client = VastClient(vastsim.api_key, api_url=vastsim.url)
-    assert client.destroy(iid) is True
-    assert client.destroy(iid) is False  # no_such_instance: done, not an error
+    assert not client.destroy(iid).get("already_gone")
+    assert client.destroy(iid)["already_gone"] is True  # no_such_instance: done, not an error
 
 
 def test_wait_failure_without_destroy_names_the_instance_and_its_rate(vastsim):

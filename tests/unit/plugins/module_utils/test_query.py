@@ -31,10 +31,11 @@ def test_units_operators_and_defaults():
                       allocated_storage=60)
     assert q["gpu_name"] == {"in": ["RTX 3090"]}
     assert q["num_gpus"] == {"gte": 2, "lte": 4}
-    assert q["gpu_ram"] == {"gte": 24000.0} and q["cpu_ram"] == {"gte": 64000.0}
+    assert q["gpu_ram"] == {"gte": 22855.7} and q["cpu_ram"] == {"gte": 64000.0}
     assert q["dph_total"] == {"lte": 1.5} and q["reliability"] == {"gte": 0.98}
     assert q["geolocation"] == {"in": ["DE", "US"]}
     assert q["cuda_max_good"] == {"gte": 12.4} and q["disk_space"] == {"gte": 50}
+    assert q["compute_cap"] == {"gte": 600}
     assert q["inet_down"] == {"gte": 500} and q["datacenter"] == {"eq": True}
     assert q["direct_port_count"] == {"gte": 2} and q["vms_enabled"] == {"eq": True}
     assert q["machine_id"] == {"notin": [7]}
@@ -107,3 +108,43 @@ def test_audit_lines_whole_under_concurrency(tmp_path):
     assert len(lines) == 200 and len({x["instance_id"] for x in lines}) == 200
     assert all("api_key" not in x for x in lines) and "never" not in open(path).read()
     append_audit(None, audit_record("x"))  # no path: no-op
+
+
+def test_min_cuda_always_brings_a_compute_cap_floor():
+    # gpuhunt#142: cuda_max_good alone hid H100/H200 offers; dstack sends compute_cap >= 600 beside it
+    assert "compute_cap" not in Q.build_query(defaults())
+    assert Q.build_query(defaults(min_cuda=13.0))["compute_cap"] == {"gte": Q.COMPUTE_CAP_FLOOR}
+    q = Q.build_query(defaults(min_cuda=13.0, query={"compute_cap": {"gte": 900}}))
+    assert q["compute_cap"] == {"gte": 900}            # the user's own floor wins
+
+
+@pytest.mark.parametrize("gb,reported,match", [
+    (48, 46068, True),     # L40S (gpuhunt test_constraints)
+    (48, 49140, True),     # RTX A6000
+    (48, 40960, False),    # A100 40 GB is not a 48 GB card
+    (80, 81559, True),     # H100 80 GB
+    (80, 49140, False),
+    (24, 24564, True),     # RTX 4090
+    (24, 23028, True),     # A10G (gpuhunt test_constraints)
+    (94, 95830, True),     # H100 NVL (gpuhunt test_constraints)
+])
+def test_min_gpu_ram_gb_means_the_marketing_size(gb, reported, match):
+    floor = Q.build_query(defaults(min_gpu_ram_gb=gb))["gpu_ram"]["gte"]
+    assert (reported >= floor) is match
+
+
+@pytest.mark.parametrize("ports,runtype,vm,count", [
+    (None, None, False, 0), (["8000"], "args", False, 1), (["8000", "8000/tcp"], "args", False, 1),
+    (["80"], "ssh_direc ssh_proxy", False, 2), ([], "ssh_direct", False, 1), (["80"], None, True, 2),
+    (["8000:8000", "9000"], "ssh_proxy", False, 2),
+])
+def test_required_direct_ports(ports, runtype, vm, count):
+    assert Q.required_direct_ports(ports, runtype, vm) == count
+
+
+def test_direct_ports_are_required_automatically():
+    assert "direct_port_count" not in Q.build_query(defaults())
+    assert Q.build_query(defaults(), direct_ports=2)["direct_port_count"] == {"gte": 2}
+    assert Q.build_query(defaults(min_direct_ports=4), direct_ports=2)["direct_port_count"] == {"gte": 4}
+    assert Q.build_query(defaults(min_direct_ports=1), direct_ports=3)["direct_port_count"] == {"gte": 3}
+    assert Q.build_query(defaults(min_direct_ports=0))["direct_port_count"] == {"gte": 0}

@@ -134,3 +134,16 @@ def test_lint_excludes_only_what_does_not_ship():
     for name in (".ansible-lint-ignore", "tests/sanity/ignore-2.17.txt", "tests/sanity/ignore-2.18.txt",
                  "tests/sanity/ignore-2.19.txt"):
         assert not os.path.exists(os.path.join(REPO, name)), name
+
+
+def test_installed_collection_playbook_runs_by_name(installed, vastsim, tmp_path):
+    """A user with only the installed collection: `ansible-playbook llmops.vastai.provision`."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed), HOME=str(tmp_path), ANSIBLE_NOCOLOR="1",
+               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""), **vastsim.env)
+    env.pop("ANSIBLE_CONFIG", None)
+    res = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "llmops.vastai.provision",
+                          "-e", "vast_mode=container", "-e", "provision_deploy=false", "-e", "instance_label=by-name"],
+                         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    rows = [i for i in vastsim.state()["instances"] if i.get("label") == "by-name"]
+    assert len(rows) == 1 and rows[0]["actual_status"] == "running", rows

@@ -149,3 +149,31 @@ def test_execution_environment():
     assert ee["images"]["base_image"]["name"].startswith("docker.io/")
     srcs = [f["src"] for f in ee["additional_build_files"]]
     assert "build/llmops-vastai.tar.gz" in srcs
+
+def test_survey_specs_ask_for_what_the_playbooks_read():
+    play = yaml.load(AWX.read_text(), Loader=AnsibleLoader)[0]
+    templates = play["vars"]["awx_job_templates"]
+    profiles = yaml.safe_load((REPO / "playbooks" / "vars" / "profiles.yml").read_text())["vast_profiles"]
+    surveyed = {t["playbook"]: t["survey"] for t in templates if "survey" in t}
+    assert set(surveyed) == {"playbooks/provision.yml", "playbooks/deploy.yml", "playbooks/power_on.yml",
+                             "playbooks/power_off.yml", "playbooks/teardown.yml"}
+    for t in templates:
+        if "survey" not in t:
+            continue
+        survey = t["survey"]
+        assert survey["name"] and survey["description"] and survey["spec"], t["name"]
+        text = (REPO / t["playbook"]).read_text()
+        assert t["ask_variables_on_launch"] or t.get("survey"), t["name"]
+        for q in survey["spec"]:
+            assert q["type"] in ("text", "multiplechoice", "integer", "float", "password", "textarea"), q
+            assert q["variable"] in text, f"{t['playbook']} does not read {q['variable']}"
+            if q["type"] == "multiplechoice":
+                assert q.get("default") in q["choices"], q
+            if q["variable"] == "vast_profile":
+                assert set(q["choices"]) == set(profiles), q
+    # the teardown guard: the survey asks for the label twice
+    assert [q["variable"] for q in surveyed["playbooks/teardown.yml"]["spec"]] == ["instance_label", "confirm"]
+    # scheduled jobs never prompt
+    for t in templates:
+        if t["playbook"] in ("playbooks/idle_shutdown.yml", "playbooks/cost_report.yml"):
+            assert "survey" not in t

@@ -11,12 +11,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 DOCKERD := tools/testhost/dockerd.sh
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: setup host-deps test test-fast test-live sanity lint demo bench faults images clean
+.PHONY: setup host-deps test test-fast test-live test-matrix sanity lint changelog ee demo bench faults images clean
 
-$(VENV)/.stamp: requirements.txt
+# requirements-dev.txt: every pin of the development venv (the collection's own run-time ranges are
+# in meta/requirements.txt, for users' execution environments).
+$(VENV)/.stamp: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
 $(COLL)/vastai:
@@ -45,11 +47,28 @@ test: setup host-deps
 test-live: setup
 	tools/test_live.sh
 
+# The gates a user or reviewer runs, on the whole collection, no ignore files:
+# ansible-lint at the collection root, ansible-test sanity on the built collection (what ships).
 lint: setup
-	ansible-lint --profile production playbooks/ roles/
+	ansible-lint --profile production
 
 sanity: setup
 	tests/sanity/run.sh
+
+# Changelog fragments (changelogs/fragments/*.yml) checked, CHANGELOG.rst regenerated from them.
+changelog: setup
+	antsibull-changelog lint
+	antsibull-changelog generate
+
+# The quick suite on the oldest and the newest supported ansible-core, each in its own venv
+# (.venv-core<version>): what meta/runtime.yml's requires_ansible claims is what is tested.
+test-matrix: setup
+	tools/test-matrix.sh
+
+# The execution environment built with ansible-builder on a locally made Debian base, then
+# provision.yml (container mode) and idle_shutdown.yml --check run inside it against the simulator.
+ee: setup host-deps
+	$(DOCKERD) run $(PYTEST) -q tests/packaging/test_ee.py
 
 demo: setup host-deps
 	$(DOCKERD) run tools/demo.sh
@@ -64,4 +83,4 @@ images: setup host-deps
 	$(DOCKERD) run tools/testhost/build.sh all
 
 clean:
-	rm -rf $(VENV) .collections tests/output
+	rm -rf $(VENV) .venv-core* .collections tests/output build

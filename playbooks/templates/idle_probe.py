@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Read-only activity probe run on the instance by idle_shutdown.yml (ansible.builtin.script).
 
 Prints one JSON object with the raw material; all parsing and the decision happen on the

@@ -137,16 +137,43 @@ def test_inventory_source_uses_the_plugin():
 
 
 def test_execution_environment():
+    """The EE definition (built and run for real by tests/packaging/test_ee.py): the collection
+    from its tarball, whose own meta/execution-environment.yml brings the Python and system
+    packages; ansible-core within the versions meta/runtime.yml claims; a public base image."""
     ee = yaml.safe_load(EE.read_text())
     assert ee["version"] == 3
     deps = ee["dependencies"]
-    req = (REPO / deps["python"]).read_text()
-    assert deps["python"] == "requirements.txt"
-    pins = dict(re.findall(r"^([A-Za-z0-9_.\[\]-]+)==(\S+)", req, re.M))
-    assert deps["ansible_core"]["package_pip"] == f"ansible-core=={pins['ansible-core']}"
-    assert deps["ansible_runner"]["package_pip"] == f"ansible-runner=={pins['ansible-runner']}"
-    for needed in ("requests", "prometheus-client", "PyYAML", "Jinja2"):
-        assert needed in pins, f"{needed} must be pinned in requirements.txt for the EE"
-    assert ee["images"]["base_image"]["name"]
-    steps = "\n".join(ee["additional_build_steps"]["append_final"])
-    assert "ansible-galaxy collection install" in steps
+    assert "python" not in deps and "system" not in deps, "run-time deps come from the collection's meta/"
+    assert deps["ansible_core"]["package_pip"].startswith("ansible-core>=2.17.0,")
+    assert deps["galaxy"]["collections"] == [{"name": "collections/llmops-vastai.tar.gz", "type": "file"}]
+    assert ee["images"]["base_image"]["name"].startswith("docker.io/")
+    srcs = [f["src"] for f in ee["additional_build_files"]]
+    assert "build/llmops-vastai.tar.gz" in srcs
+
+def test_survey_specs_ask_for_what_the_playbooks_read():
+    play = yaml.load(AWX.read_text(), Loader=AnsibleLoader)[0]
+    templates = play["vars"]["awx_job_templates"]
+    profiles = yaml.safe_load((REPO / "playbooks" / "vars" / "profiles.yml").read_text())["vast_profiles"]
+    surveyed = {t["playbook"]: t["survey"] for t in templates if "survey" in t}
+    assert set(surveyed) == {"playbooks/provision.yml", "playbooks/deploy.yml", "playbooks/power_on.yml",
+                             "playbooks/power_off.yml", "playbooks/teardown.yml"}
+    for t in templates:
+        if "survey" not in t:
+            continue
+        survey = t["survey"]
+        assert survey["name"] and survey["description"] and survey["spec"], t["name"]
+        text = (REPO / t["playbook"]).read_text()
+        assert t["ask_variables_on_launch"] or t.get("survey"), t["name"]
+        for q in survey["spec"]:
+            assert q["type"] in ("text", "multiplechoice", "integer", "float", "password", "textarea"), q
+            assert q["variable"] in text, f"{t['playbook']} does not read {q['variable']}"
+            if q["type"] == "multiplechoice":
+                assert q.get("default") in q["choices"], q
+            if q["variable"] == "vast_profile":
+                assert set(q["choices"]) == set(profiles), q
+    # the teardown guard: the survey asks for the label twice
+    assert [q["variable"] for q in surveyed["playbooks/teardown.yml"]["spec"]] == ["instance_label", "confirm"]
+    # scheduled jobs never prompt
+    for t in templates:
+        if t["playbook"] in ("playbooks/idle_shutdown.yml", "playbooks/cost_report.yml"):
+            assert "survey" not in t

@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass, field
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-VENV_BIN = os.path.join(REPO, ".venv", "bin")
+# The venv whose ansible-* commands the tests run; tools/test-matrix.sh points it at the venv of
+# another ansible-core (oldest / newest supported).
+VENV_BIN = os.environ.get("LLMOPS_VENV_BIN") or os.path.join(REPO, ".venv", "bin")
 
 
 def ansible_env(env=None, json_output=True):

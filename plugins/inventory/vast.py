@@ -184,10 +184,12 @@ EXAMPLES = r"""
 # inventory/prod.vast.yml -- every running instance, key from the environment (VAST_API_KEY)
 plugin: llmops.vastai.vast
 
+---
 # Key from a vaulted extra variable or a lookup instead of the environment
 plugin: llmops.vastai.vast
 api_key: "{{ vault_vast_api_key }}"
 
+---
 # Running and stopped LLM servers, always through the vast.ai SSH proxy, cached for 5 minutes
 plugin: llmops.vastai.vast
 statuses: [running, stopped]
@@ -198,6 +200,7 @@ cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/ansible/vast
 cache_timeout: 300
 
+---
 # Your own groups and variables on top of the built-in ones
 plugin: llmops.vastai.vast
 gpu_names: [RTX 4090, H100 SXM]
@@ -222,6 +225,7 @@ from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 from ansible_collections.llmops.vastai.plugins.module_utils.client import SECRET_ROW_FIELDS
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import port_map, ssh_endpoints_probed
 from ansible_collections.llmops.vastai.plugins.module_utils.query import normalize_gpu_name
@@ -521,11 +525,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if default_groups:
                 self._add_default_groups(name, row, top, separator)
 
-            # hostvars is what compose/groups/keyed_groups see; no need to fetch them back
+            # hostvars is what compose/groups/keyed_groups see; no need to fetch them back. API
+            # values (labels, ...) are data, never templates: ansible-core < 2.19 would render a
+            # label "{{ 7 * 6 }}" copied through compose unless it is marked unsafe.
+            safe = wrap_var(hostvars)
             if not dry or groups or keyed_groups:
-                self._set_composite_vars(compose, hostvars, name, strict=strict)
-            self._add_host_to_composed_groups(groups, hostvars, name, strict=strict)
-            self._add_host_to_keyed_groups(keyed_groups, hostvars, name, strict=strict)
+                self._set_composite_vars(compose, safe, name, strict=strict)
+            self._add_host_to_composed_groups(groups, safe, name, strict=strict)
+            self._add_host_to_keyed_groups(keyed_groups, safe, name, strict=strict)
 
     def _add_default_groups(self, name, row, top, separator):
         wanted = ["%s_status_%s" % (top, row.get("actual_status") or "unknown")]

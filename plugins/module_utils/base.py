@@ -7,7 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
+import time
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -95,7 +97,7 @@ def running_since(row, now=None):
         created = None
     try:
         mins = float(row.get("uptime_mins"))
-        if mins != mins or mins < 0 or mins in (float("inf"), float("-inf")):
+        if not math.isfinite(mins) or mins < 0:
             mins = None
     except (TypeError, ValueError):
         mins = None

@@ -303,8 +303,8 @@ options:
     type: float
   max_dph:
     description:
-      - Refuse to create on an offer whose rental would bill more than this, in $/h: the bid plus
-        storage for an interruptible rental, else the on-demand price with storage for O(disk_gb).
+      - Refuse to create on an offer whose rental would bill more than this, in $/h (the bid plus
+        storage for an interruptible rental, else the on-demand price with storage for O(disk_gb)).
     type: float
   max_total_dph:
     description:

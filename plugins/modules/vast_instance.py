@@ -315,7 +315,7 @@ options:
   max_instances:
     description:
       - Refuse a create when the account already has this many active (not stopped) instances.
-      - Checked again right after the create: when runs racing past the check together exceed it,
+      - Checked again right after the create. When runs racing past the check together exceed it,
         the oldest instances stay and a run whose own new instance is beyond the limit destroys it
         and fails.
     type: int

@@ -17,6 +17,8 @@ from tests.helpers.vastsim import start_vastsim
 
 from .conftest import SECRET, make_runner
 
+ANSIBLE_CORE = tuple(int(x) for x in _CORE.split(".")[:2])
+
 DIRECT = "ssh_direc ssh_proxy"
 PROXY = "ssh_proxy"
 # label -> runtype; None = unlabelled. "dup" twice on purpose.
@@ -200,7 +202,9 @@ def test_api_values_are_never_templated(sim, inventory):
     assert run.rc == 0, run.err
     assert run.hostvars["___7___6___"]["vast_label"] == "{{ 7 * 6 }}"
     assert run.hostvars["___7___6___"]["label_copy"] == "{{ 7 * 6 }}"
-    assert run.raw["_meta"]["hostvars"]["___7___6___"]["vast_label"] == {"__ansible_unsafe": "{{ 7 * 6 }}"}
+    # ansible-core 2.19 prints untrusted values as {"__ansible_unsafe": ...}; older ones plainly
+    assert run.raw["_meta"]["hostvars"]["___7___6___"]["vast_label"] in ({"__ansible_unsafe": "{{ 7 * 6 }}"},
+                                                                          "{{ 7 * 6 }}")
     assert "42" not in json.dumps(run.hostvars["___7___6___"].get("label_copy"))
 
 
@@ -310,7 +314,7 @@ def test_strict_turns_bad_compose_into_an_error(sim, inventory):
     assert inventory(sim, bad).rc == 0  # not strict: the entry is skipped
     run = inventory(sim, dict(bad, strict=True), env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1"})
     assert run.rc != 0
-    assert "Could not set x" in run.err
+    assert "Could not set x" in " ".join(run.err.split())  # older ansible-core wraps its messages
 
 
 def test_hostvars_prefix_group_and_default_groups_options(sim, inventory):
@@ -404,8 +408,9 @@ def test_cache_misses_when_server_side_filters_or_account_change(sim, inventory,
     run = inventory(sim, dict(config, statuses=["stopped"]))
     assert list_calls(sim) and {hv["vast_label"] for hv in run.hostvars.values()} == {"llm-stopped"}
     sim.clear_requests()
-    assert inventory(sim, config, "--flush-cache").rc == 0
-    assert list_calls(sim)
+    if ANSIBLE_CORE >= (2, 18):  # ansible-inventory has --flush-cache from ansible-core 2.18
+        assert inventory(sim, config, "--flush-cache").rc == 0
+        assert list_calls(sim)
     # another key on the same endpoint never gets these cached rows: it goes to the API
     wrong = inventory(sim, config, key="otherkey-00000000000000000000000000000000")
     assert wrong.rc != 0 and "rejected the API key" in wrong.err

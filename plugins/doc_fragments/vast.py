@@ -54,3 +54,25 @@ notes:
   - All modules of this collection belong to the action group C(llmops.vastai.vast), so
     credentials can be set once with C(module_defaults).
 """
+
+    # Attributes of the modules that only read (llmops.vastai.vast.info).
+    INFO = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
+"""
+
+    # Attributes of the modules that change something and show it (llmops.vastai.vast.actions).
+    ACTIONS = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: all
+"""

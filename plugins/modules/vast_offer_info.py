@@ -22,13 +22,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.vastai.vast
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: all
+  - llmops.vastai.vast.info
 options:
   gpu_names:
     description:

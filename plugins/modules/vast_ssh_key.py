@@ -26,13 +26,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.vastai.vast
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: all
+  - llmops.vastai.vast.actions
 options:
   key:
     description:

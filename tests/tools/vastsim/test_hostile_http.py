@@ -19,6 +19,16 @@ def sim():
     s.stop()
 
 
+def read_to_close(sock):
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while True:
+        got = sock.recv(65536)
+        if not got:
+            return data
+        data += got
+
+
 def exchange(sim, data, timeout=10, send_all=True, half_close=False):
     """Send ``data`` (bytes, or a list of byte chunks) and read until the server closes or a
     full response (by Content-Length) arrived. Returns (status, headers, body bytes)."""
@@ -115,12 +125,7 @@ def test_body_shorter_than_announced_times_out_with_json(sim, monkeypatch):
     try:
         sock.sendall(req("POST", "/api/v0/bundles/", headers={"Content-Length": "100"}) + b"{}")
         sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            got = sock.recv(65536)
-            if not got:
-                break
-            data += got
+        data = read_to_close(sock)
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.1 400"), data[:200]
@@ -212,12 +217,7 @@ def test_malformed_json_still_400_and_keep_alive_works(sim):
     try:
         sock.sendall(req("POST", "/api/v0/bundles/", body=b"{not json") +
                      req("GET", "/_sim/health", headers={"Connection": "close"}))
-        data = b""
-        while True:
-            got = sock.recv(65536)
-            if not got:
-                break
-            data += got
+        data = read_to_close(sock)
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.1 400") and b"Malformed JSON in request body" in data
@@ -240,12 +240,7 @@ def test_body_that_never_arrives_is_408(monkeypatch):
         sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
         try:
             sock.sendall(req("POST", "/api/v0/bundles/", headers={"Content-Length": "50"}) + b"{")
-            data = b""
-            while True:
-                got = sock.recv(65536)
-                if not got:
-                    break
-                data += got
+            data = read_to_close(sock)
         finally:
             sock.close()
         assert data.startswith(b"HTTP/1.1 408"), data[:200]

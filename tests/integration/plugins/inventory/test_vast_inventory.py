@@ -6,13 +6,13 @@ simulator's own state.
 """
 import json
 import re
-import socket
-import threading
 from pathlib import Path
 
 import pytest
+from ansible.release import __version__ as _CORE
 
 from ansible_collections.llmops.vastai.plugins.module_utils.client import VastClient
+from tests.helpers.net import ssh_listener
 from tests.helpers.vastsim import start_vastsim
 
 from .conftest import SECRET, make_runner
@@ -33,27 +33,6 @@ PLAN = [
     ("{{ 7 * 6 }}", PROXY),  # API data must never be templated
     ("llm-stopped", DIRECT),
 ]
-
-
-def ssh_listener(banner=True):
-    """A local port that answers like sshd (banner) or accepts and stays silent."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-
-    def loop():
-        while True:
-            try:
-                conn, dummy = srv.accept()
-            except OSError:
-                return
-            if banner:
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6 test\r\n")
-            threading.Timer(5, conn.close).start()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return srv
 
 
 def point_direct_at(sim, iid, port):

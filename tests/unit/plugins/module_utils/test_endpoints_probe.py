@@ -1,11 +1,11 @@
 """The probing SSH endpoint choice (direct when it answers, else the proxy) on real sockets."""
 import socket
-import threading
 import time
 
 import pytest
 
 from ansible_collections.llmops.vastai.plugins.module_utils import endpoints as E
+from tests.helpers.net import ssh_listener
 
 
 @pytest.fixture
@@ -13,21 +13,7 @@ def listeners():
     made = []
 
     def make(banner):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(16)
-
-        def loop():
-            while True:
-                try:
-                    conn, dummy = srv.accept()
-                except OSError:
-                    return
-                if banner:
-                    conn.sendall(b"SSH-2.0-test\r\n")
-                threading.Timer(3, conn.close).start()
-
-        threading.Thread(target=loop, daemon=True).start()
+        srv = ssh_listener(banner, hold=3)
         made.append(srv)
         return srv.getsockname()[1]
 

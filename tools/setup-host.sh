@@ -2,7 +2,7 @@
 # Debian packages the tests need on the CI host (fresh machines have none of them).
 # Idempotent and quick when everything is already there.
 set -euo pipefail
-pkgs=(docker.io debootstrap nginx-light wrk openssh-client rsync curl)
+pkgs=(docker.io debootstrap nginx-light wrk openssh-client rsync curl logrotate)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -78,7 +78,8 @@ def config(tmp_path, sim, iid, key, metrics_url, **kw):
     cfg = {"instance_id": str(iid), "api_url": sim.url, "api_key_file": str(key_file), "idle_minutes": 0.05,
            "boot_grace_minutes": 0, "action": "stop", "dry_run": False, "access_log": str(log),
            "metrics_url": metrics_url + "/metrics", "unit": "llmops-no-such-unit.service",
-           "state_file": str(tmp_path / "state" / "state.json")}
+           "state_file": str(tmp_path / "state" / "state.json"),
+           "policy_file": str(REPO / "plugins" / "module_utils" / "idle_policy.py")}
     cfg.update(kw)
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))

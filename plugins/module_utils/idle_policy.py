@@ -688,6 +688,60 @@ def decide(observation, policy=None):
 
 
 # --------------------------------------------------------------------------------------------
+# stopped is not free: reclaim what stayed stopped too long
+# --------------------------------------------------------------------------------------------
+
+HOURS_PER_MONTH = 720.0  # vast.ai's storage prices are per GB-month of 30 days
+
+
+def _protected(label, labels, prefixes):
+    label = label or ""
+    return label in set(labels or ()) or any(label.startswith(p) for p in (prefixes or ()) if p)
+
+
+def reclaim_decision(row, window_spend, api_now, after_hours, protected_labels=(), protected_prefixes=()):
+    """Destroy a stopped instance that has billed no GPU time for `after_hours`?
+
+    `window_spend` is this instance's billing entry over the last `after_hours` (uptime_hours,
+    storage_per_hour), or None when billing could not be read. Stateless: the API's own ledger
+    says whether the GPU ran in that window; no GPU time in the whole window (and created before
+    it) means stopped for at least that long.
+    """
+    after = _num(after_hours, "after_hours", False) * 3600.0
+    now = _num(api_now, "api_now", False)
+    created = _num(row.get("start_date"), "start_date")
+    label = row.get("label") or ""
+    storage = _num((window_spend or {}).get("storage_per_hour"), "storage_per_hour")
+    out = {"id": int(row["id"]), "label": label, "status": row.get("actual_status"), "action": "keep",
+           "reason": None, "storage_per_hour": storage,
+           "storage_per_month": round(storage * HOURS_PER_MONTH, 2) if storage is not None else None}
+
+    def done(action, reason, message):
+        burn = ("storage $%.4f/h = $%.2f a month" % (storage, storage * HOURS_PER_MONTH)) if storage is not None \
+            else "storage cost unknown"
+        out.update(action=action, reason=reason, message=message,
+                   line="%s (id %s): %s - %s; %s" % (label or "?", out["id"], action.upper(), message, burn))
+        return out
+
+    if after <= 0:
+        return done("keep", "off", "reclaim is off (reclaim_after_hours 0)")
+    if _protected(label, protected_labels, protected_prefixes):
+        return done("keep", "protected", "label is protected, never reclaimed")
+    if window_spend is None:
+        return done("keep", "unknown", "billing unreadable: how long it has been stopped is unknown")
+    if created is None:
+        return done("keep", "unknown", "creation time unknown")
+    if now - created < after:
+        return done("keep", "young", "created %.1f h ago, less than reclaim_after_hours %.0f h"
+                    % ((now - created) / 3600.0, after / 3600.0))
+    ran = _num(window_spend.get("uptime_hours"), "uptime_hours") or 0.0
+    if ran > 0:
+        return done("keep", "recent", "GPU ran %.2f h within the last %.0f h: not stopped long enough"
+                    % (ran, after / 3600.0))
+    return done("destroy", "reclaim", "stopped for more than %.0f h (no GPU time in that window)" % (after / 3600.0))
+
+
+# --------------------------------------------------------------------------------------------
 # run on the host as the probe of idle_shutdown.yml / status.yml
 # --------------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 

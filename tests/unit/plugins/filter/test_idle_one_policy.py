@@ -52,8 +52,10 @@ def test_watchdog_and_filter_run_the_same_file():
     tasks = yaml.safe_load((REPO / "roles" / "idle_watchdog" / "tasks" / "main.yml").read_text())
     srcs = [t["ansible.builtin.copy"].get("src") for t in tasks if "ansible.builtin.copy" in t]
     assert "{{ role_path }}/../../plugins/module_utils/idle_policy.py" in srcs
+    assert "{{ playbook_dir }}/../plugins/module_utils/idle_policy.py probe" in (
+        REPO / "playbooks" / "tasks" / "idle_observe.yml").read_text()
     for playbook in ("idle_shutdown.yml", "status.yml"):
-        assert "plugins/module_utils/idle_policy.py" in (REPO / "playbooks" / playbook).read_text()
+        assert "ansible.builtin.include_tasks: tasks/idle_observe.yml" in (REPO / "playbooks" / playbook).read_text()
 
 
 @pytest.mark.parametrize("name", sorted(RAWS))

@@ -1,6 +1,5 @@
 """plugins/module_utils/idle_policy.py on the host side: the activity log read by time through
 rotations made by the real logrotate, a 401 flood, and /metrics of a loading engine."""
-import gzip
 import json
 import os
 import shutil

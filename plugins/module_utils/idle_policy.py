@@ -405,7 +405,7 @@ def gather(access_log, metrics_url, unit, container=None, prefix="/v1", budget_b
 def observe(raw, api_now=None, created_at=None, uptime_mins=None, reachable=True, failed_probes=0,
             extra_activity=None):
     """An observation for decide() from gather()'s output (None when the host was not read)."""
-    obs = {"reachable": bool(reachable) and raw is not None, "failed_probes": failed_probes,
+    obs = {"reachable": _bool(reachable) and raw is not None, "failed_probes": failed_probes,
            "api_now": api_now, "created_at": created_at, "session_started_at": None}
     up = _as_float(uptime_mins)
     if up is not None and _as_float(api_now) is not None:

@@ -49,9 +49,9 @@ def idle_observation(raw, api_now=None, created_at=None, uptime_mins=None, reach
         raw = None  # the host was not read
     elif not isinstance(raw, dict):
         raise AnsibleFilterError("idle_observation expects the probe's JSON object")
-    return _wrap(idle_policy.observe, "idle_observation")(raw, api_now=api_now, created_at=created_at,
-                                                           uptime_mins=uptime_mins, reachable=reachable,
-                                                           failed_probes=failed_probes)
+    observe = _wrap(idle_policy.observe, "idle_observation")
+    return observe(raw, api_now=api_now, created_at=created_at, uptime_mins=uptime_mins, reachable=reachable,
+                   failed_probes=failed_probes)
 
 
 def idle_decision(observation, policy=None):
@@ -79,8 +79,9 @@ def idle_countdown_line(pair):
     """(host, hostvars) -> one line: what idle shutdown does with it and when."""
     host, hv = pair
     r = hv.get("idle_result") or {}
-    return "%s (id %s): %s %s - %s [%s]" % (host, hv.get("vast_id", "?"), (r.get("action") or "?").upper(),
-                                           r.get("when") or "", r.get("message") or "", r.get("reason"))
+    return "%s (id %s): %s %s - %s [%s]" % (
+        host, hv.get("vast_id", "?"), (r.get("action") or "?").upper(), r.get("when") or "", r.get("message") or "",
+        r.get("reason"))
 
 
 def _minutes(seconds):

@@ -754,4 +754,5 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    # run as a plain script on the host (ansible.builtin.script), never as a module
+    raise SystemExit(_main(sys.argv[1:]))

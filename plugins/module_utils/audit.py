@@ -11,7 +11,8 @@ import json
 import os
 import time
 
-AUDIT_FIELDS = ("time", "module", "action", "instance_id", "label", "price", "offer_id", "result", "check_mode", "detail")
+AUDIT_FIELDS = ("time", "module", "action", "instance_id", "label", "price", "offer_id", "result", "check_mode", "detail",
+                "actor", "endpoint", "figures")
 
 
 def audit_record(action, instance_id=None, label=None, price=None, result="ok", **extra):
@@ -29,11 +30,16 @@ def audit_record(action, instance_id=None, label=None, price=None, result="ok", 
     return rec
 
 
+def render_line(record):
+    """The trail's line format: the known fields only, sorted keys, one line (no newline)."""
+    return json.dumps({k: record.get(k) for k in AUDIT_FIELDS if k in record}, sort_keys=True)
+
+
 def append_audit(path, record):
     """Append ``record`` as one line; a single O_APPEND write keeps concurrent writers whole."""
     if not path:
         return
-    line = json.dumps({k: record.get(k) for k in AUDIT_FIELDS if k in record}, sort_keys=True) + "\n"
+    line = render_line(record) + "\n"
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(directory, exist_ok=True)  # several writers may race to create it

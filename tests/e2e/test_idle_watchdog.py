@@ -78,7 +78,8 @@ def config(tmp_path, sim, iid, key, metrics_url, **kw):
     cfg = {"instance_id": str(iid), "api_url": sim.url, "api_key_file": str(key_file), "idle_minutes": 0.05,
            "boot_grace_minutes": 0, "action": "stop", "dry_run": False, "access_log": str(log),
            "metrics_url": metrics_url + "/metrics", "unit": "llmops-no-such-unit.service",
-           "state_file": str(tmp_path / "state" / "state.json")}
+           "state_file": str(tmp_path / "state" / "state.json"),
+           "policy_file": str(REPO / "plugins" / "module_utils" / "idle_policy.py")}
     cfg.update(kw)
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
@@ -134,3 +135,42 @@ def test_grace_keeps_a_fresh_stack(tmp_path, instance, engine):
     sim, iid, key = instance
     rc, d, _ = run(config(tmp_path, sim, iid, key, engine, boot_grace_minutes=30))
     assert (d["action"], d["reason"]) == ("keep", "grace")
+
+
+def test_role_applies_on_a_plain_host_outside_the_vast_inventory(tmp_path):
+    """The role the way a user applies it, on a host that is not in the llmops.vastai.vast
+    inventory (no vast_id): it converges with its documented defaults, installs the shared
+    policy, and its timer's service decides (dry run) with the instance id from CONTAINER_ID."""
+    images = pytest.importorskip("tests.helpers.images")
+    from tests.helpers.ansible import run_playbook
+    if not images.have_docker_cli():
+        pytest.skip("docker CLI missing")
+    imgs = images.ensure_images()
+    with images.run_systemd_container(imgs["testhost"], "llmops-wd-", ports=[], extra=["-e", "CONTAINER_ID=4242"]) as c:
+        inv = tmp_path / "hosts.yml"
+        inv.write_text("all:\n  hosts:\n    plain:\n      ansible_connection: community.docker.docker\n"
+                       "      ansible_host: %s\n" % c.name)
+        res = run_playbook("""
+- hosts: plain
+  gather_facts: false
+  roles:
+    - role: llmops.vastai.idle_watchdog
+      vars:
+        idle_watchdog_dry_run: true
+        idle_watchdog_idle_minutes: 1
+        idle_watchdog_boot_grace_minutes: 0
+""", inventory=str(inv), env={"DOCKER_HOST": images.docker_env()["DOCKER_HOST"]}, timeout=900)
+        assert res.rc == 0, res.summary()
+        assert c.exec("cat", "/usr/local/lib/llmops-idle-watchdog/idle_policy.py").stdout == POLICY.read_text()
+        c.exec("sh", "-c", "mkdir -p /var/log/nginx && python3 -c \"import json,time; print(json.dumps({'msec': "
+                           "time.time() - 7200, 'request_time': 1, 'status': 200, 'uri': '/v1/chat/completions'}))\" "
+                           "> /var/log/nginx/vllm-activity.log")
+        c.exec("systemctl", "start", "llmops-idle-watchdog.service")
+        out = c.exec("journalctl", "-u", "llmops-idle-watchdog", "-o", "cat", "--no-pager").stdout
+        line = [ln for ln in out.splitlines() if ln.startswith("llmops-idle-watchdog: ")][-1]
+        d = json.loads(line.split(": ", 1)[1])
+        assert (d["action"], d["reason"], d["result"], d["instance_id"]) == ("stop", "idle", "dry run", "4242"), d
+        assert "idle for 120 min" in d["message"]
+
+
+POLICY = REPO / "plugins" / "module_utils" / "idle_policy.py"

@@ -32,6 +32,10 @@ SECRETS_SEEN = []
 
 pytestmark = [pytest.mark.timeout(3000)]
 
+# The simulator's clock runs 20x and jumps (advance): the host-vs-API clock check is off here.
+POLICY = {"idle_shutdown_boot_grace_minutes": 240, "idle_shutdown_probe_delay": 2, "idle_shutdown_probe_timeout": 10,
+          "idle_shutdown_max_clock_skew_minutes": 0}
+
 if not images.have_docker_cli():
     pytest.skip("docker CLI missing (make host-deps)", allow_module_level=True)
 
@@ -201,14 +205,26 @@ def test_idle_shutdown(env, fleet):
     t = threading.Thread(target=stream, daemon=True)
     t.start()
     time.sleep(40)  # idle_minutes 0.5 must pass since the request on e2e-idle
-    policy = {"idle_shutdown_idle_minutes": 0.5, "idle_shutdown_boot_grace_minutes": 240,
-              "idle_shutdown_unreachable_limit": 2, "idle_shutdown_unreachable_min_age_minutes": 100000,
-              "idle_shutdown_probe_delay": 2, "idle_shutdown_probe_timeout": 10,
-              "vast_billing_end": str(env.sim.now() + 86400)}
+    policy = dict(POLICY, idle_shutdown_idle_minutes=0.5, idle_shutdown_unreachable_limit=2,
+                  idle_shutdown_unreachable_min_age_minutes=100000, vast_billing_end=str(env.sim.now() + 86400))
     try:
         # dry run: lists what would stop, changes nothing, writes no audit event
         r, out = env.play("idle_shutdown", policy, inventory=env.inventory, check=True)
         assert 'would stop: e2e-idle"' in out
+        # the same countdown as status.yml: e2e-idle now, the fresh one when its grace ends
+        ids = {label: row["id"] for label, row in env.instances().items()}
+        assert "e2e-idle (id %s): STOP now - idle for" % ids["e2e-idle"] in out
+        assert "e2e-fresh (id %s): KEEP in " % ids["e2e-fresh"] in out and "boot grace" in out
+        assert "e2e-busy (id %s): KEEP not while: " % ids["e2e-busy"] in out
+        status_json = env.tmp / "status.json"
+        r, out = env.play("status", dict(policy, status_json=str(status_json)), inventory=env.inventory)
+        rows = {row["label"]: row for row in json.loads(status_json.read_text())["instances"]}
+        assert rows["e2e-idle"]["idle_action"] == "stop" and rows["e2e-idle"]["idle_when"] == "now"
+        assert rows["e2e-busy"]["idle_reason"] == "busy" and rows["e2e-busy"]["in_flight"] >= 1
+        assert rows["e2e-busy"]["endpoint"].endswith("/v1") and rows["e2e-busy"]["session_cost"] > 0
+        assert rows["e2e-fresh"]["idle_reason"] == "grace" and rows["e2e-fresh"]["stop_in_minutes"] > 0
+        assert rows["e2e-lost"]["idle_reason"] == "unreachable"
+        assert 0 <= rows["e2e-idle"]["last_activity_minutes_ago"] < 5
         assert all(i["actual_status"] == "running" for l, i in env.instances().items())
         assert not env.audit.exists() or "auto_shutdown" not in env.audit.read_text()
 
@@ -232,6 +248,82 @@ def test_idle_shutdown(env, fleet):
     assert auto == [("auto_shutdown", "e2e-idle"), ("auto_shutdown_complete", "e2e-idle")]
     for secret in SECRETS_SEEN + [env.sim.api_key]:
         assert secret not in env.audit.read_text()
+
+
+def _host_sh(label, script):
+    cid = _docker("ps", "-q", "--filter",
+                  f"label=llmops-vastai.vastsim.instance={_instances_by_label()[label]['id']}").stdout.decode().strip()
+    res = _docker("exec", cid, "sh", "-c", script, check=False)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    return res.stdout.decode()
+
+
+_INSTANCES = {}
+
+
+def _instances_by_label():
+    return _INSTANCES["env"].instances()
+
+
+def test_host_side_rotation_clock_and_loading(env, fleet):
+    """On a real container host (e2e-busy, the stack deployed by the roles): a request found
+    after a real logrotate with dateext + compress (no delaycompress), a clock stepped back
+    (activity stamped in the future), and an engine that loads (port refused, container up)."""
+    _INSTANCES["env"] = env
+    label = "e2e-busy"
+    row = env.instances()[label]
+    base = _endpoint(row)
+    policy = dict(POLICY, idle_shutdown_hosts=label, idle_shutdown_idle_minutes=60)
+    status_json = env.tmp / "status-host.json"
+
+    def status():
+        env.play("status", dict(policy, status_json=str(status_json)), inventory=env.inventory)
+        return {r["label"]: r for r in json.loads(status_json.read_text())["instances"]}[label]
+
+    # the stream of the previous test was cut by its client: wait until the engine is idle
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        code, body = _http(base + "/metrics", token=fleet["tokens"][label])
+        if code == 200 and b"vllm:num_requests_running{" in body and not [
+                ln for ln in body.decode().splitlines()
+                if ln.startswith("vllm:num_requests_running{") and not ln.endswith(" 0.0")]:
+            break
+        time.sleep(2)
+    # 1. real logrotate, RHEL-style names: vllm-activity.log-YYYYMMDD.gz, the live log empty
+    status_code, _ = _http(base + "/v1/chat/completions", token=fleet["tokens"][label],
+                           body={"model": "qwen2.5-1.5b-instruct", "max_tokens": 2,
+                                 "messages": [{"role": "user", "content": "x"}]})
+    assert status_code == 200
+    _host_sh(label, "command -v logrotate >/dev/null || (apt-get update -qq && "
+                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null)")
+    _host_sh(label, "printf '%s\n' '/var/log/nginx/vllm-activity.log {' dateext compress nodelaycompress "
+                    "'rotate 5' 'create 0640 www-data adm' postrotate 'nginx -s reopen' endscript '}' "
+                    "> /tmp/llm-test.logrotate && logrotate -f -s /tmp/llm-test.state /tmp/llm-test.logrotate")
+    listing = _host_sh(label, "ls /var/log/nginx/; wc -c < /var/log/nginx/vllm-activity.log")
+    assert "vllm-activity.log-" in listing and ".gz" in listing
+    got = status()
+    assert got["idle_reason"] == "active", got
+    assert got["last_activity_minutes_ago"] < 2, got  # the request inside the .gz, not the stack's start
+
+    # 2. the clock stepped back: activity stamped an hour after the host's "now"
+    _host_sh(label, "python3 -c \"import json,time; print(json.dumps({'msec': time.time() + 3600, 'request_time': 0.1, "
+                    "'status': 200, 'uri': '/v1/chat/completions', 'method': 'POST'}))\" "
+                    ">> /var/log/nginx/vllm-activity.log")
+    got = status()
+    assert (got["idle_action"], got["idle_reason"], got["unknown"]) == ("keep", "clock", True), got
+    assert "after the host's clock" in got["idle_message"]
+    _host_sh(label, ": > /var/log/nginx/vllm-activity.log")
+
+    # 3. the engine loads a model: its port refuses while the container runs
+    _host_sh(label, "echo STANDIN_LOAD_SECONDS=900 >> /opt/llm-stack/vllm.env && systemctl restart llm-stack")
+    time.sleep(3)
+    got = status()
+    assert (got["idle_action"], got["idle_reason"]) == ("keep", "loading"), got
+    assert "load_timeout 120 min" in got["idle_message"] and got["stop_in_minutes"] > 110
+    r, out = env.play("idle_shutdown", dict(policy, idle_shutdown_load_timeout_minutes=0.02),
+                      inventory=env.inventory, check=True)
+    assert "never became healthy in" in out and f'would stop: {label}"' in out
+    _host_sh(label, "sed -i '/^STANDIN_LOAD_SECONDS=/d' /opt/llm-stack/vllm.env && systemctl restart llm-stack")
 
 
 def test_power_on_waits_for_health_and_power_off_prints_cost(env, fleet):

@@ -31,7 +31,8 @@ def test_tarball_ships_user_content_and_no_dev_tooling(tarball_names):
                  "plugins/modules/vast_instance.py", "plugins/inventory/vast.py", "plugins/filter/idle.py",
                  "plugins/filter/idle_decision.yml", "plugins/module_utils/client.py",
                  "roles/vllm_stack/tasks/main.yml", "roles/health_proxy/meta/argument_specs.yml",
-                 "playbooks/provision.yml", "playbooks/idle_shutdown.yml", "playbooks/templates/idle_probe.py",
+                 "playbooks/provision.yml", "playbooks/idle_shutdown.yml", "playbooks/tasks/idle_observe.yml",
+                 "plugins/module_utils/idle_policy.py",
                  "awx/configure.yml", "inventory/example.vast.yml", "docs/playbooks.md"):
         assert must in names, must
     forbidden = re.compile(

@@ -20,6 +20,7 @@ SCENARIOS = {
     "docker_engine": "llmops-roles-docker-engine",
     "vllm_stack": "llmops-roles-vllm-stack",
     "health_proxy": "llmops-roles-health-proxy",
+    "idle_watchdog": "llmops-roles-idle-watchdog",
 }
 
 

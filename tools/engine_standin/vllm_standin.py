@@ -6,7 +6,10 @@ Invoked like the real image's `vllm serve`: `vllm_standin.py MODEL [--served-mod
 Standard library only (asyncio), so the image stays small and it runs as a plain subprocess in tests.
 
 Environment:
-  STANDIN_LOAD_SECONDS     delay before the port is listened on, like model loading (default 3)
+  STANDIN_LOAD_SECONDS     model loading time before the port accepts connections (default 3)
+  STANDIN_MODEL_GB         instead: the size of the weights to "download and load", at
+  STANDIN_LOAD_MBPS        this speed in MB/s (default 100): load time = GB * 1000 / MBPS
+                           (a 64 GB model at 10 MB/s loads for 6,400 s)
   STANDIN_TOKEN_DELAY      seconds between generated tokens (default 0.02)
   STANDIN_MAX_CONCURRENCY  requests generated at once; the rest count as waiting (default 8)
   STANDIN_DEFAULT_TOKENS   tokens generated when max_tokens is absent, finish "stop" (default 16)
@@ -17,6 +20,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -417,20 +421,47 @@ class Connection:
         await self.writer.drain()
 
 
+def load_seconds():
+    """How long the stand-in "loads its model" (STANDIN_MODEL_GB at STANDIN_LOAD_MBPS, or STANDIN_LOAD_SECONDS)."""
+    gb = env_float("STANDIN_MODEL_GB", 0)
+    if gb > 0:
+        return gb * 1000.0 / max(env_float("STANDIN_LOAD_MBPS", 100), 0.001)
+    return env_float("STANDIN_LOAD_SECONDS", 3)
+
+
+def bound_socket(host, port):
+    """Bind the port at once but listen only after loading, as vLLM does (its api_server binds
+    the socket before building the engine): while the model loads the port is taken and every
+    connection to it, /health and /metrics included, is refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 async def main(argv):
     opts = parse_args(argv)
-    load = env_float("STANDIN_LOAD_SECONDS", 3)
+    load = load_seconds()
     log(f"vLLM API server version {VERSION} (stand-in)")
     log(f"model={opts['model']} served_model_name={opts['served_model_name']} "
         f"max_model_len={opts['max_model_len']} gpu_memory_utilization={opts['gpu_memory_utilization']} "
         f"tensor_parallel_size={opts['tensor_parallel_size']} api_key={'set' if opts['api_key'] else 'unset'}")
+    sock = bound_socket(opts["host"], opts["port"])
     if load > 0:
         # Like vLLM: nothing accepts connections until the "model" is loaded.
         log(f"loading model weights (stand-in, {load:g} s)")
-        await asyncio.sleep(load)
+        started = time.monotonic()
+        step = max(load / 10.0, 0.05)
+        while time.monotonic() - started < load:
+            await asyncio.sleep(min(step, load - (time.monotonic() - started)))
+            done = min(100.0, 100.0 * (time.monotonic() - started) / load)
+            if done < 100.0:
+                log(f"Loading safetensors checkpoint shards: {done:.0f}% Completed")
+        log(f"Loading weights took {time.monotonic() - started:.2f} seconds")
     engine = Engine(opts)
-    server = await asyncio.start_server(lambda r, w: Connection(engine, r, w).serve(),
-                                        opts["host"], opts["port"], reuse_address=True, backlog=1024)
+    server = await asyncio.start_server(lambda r, w: Connection(engine, r, w).serve(), sock=sock, backlog=1024)
     log(f"Starting vLLM API server on http://{opts['host']}:{opts['port']}")
     log("Application startup complete.")
     stop = asyncio.Event()

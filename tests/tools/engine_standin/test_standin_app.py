@@ -281,3 +281,28 @@ def test_sigterm_stops_fast(standin_factory, load):
     s.proc.send_signal(signal.SIGTERM)
     s.proc.wait(5)
     assert time.monotonic() - t0 < 2
+
+
+def test_loading_refuses_every_path_on_a_bound_port_then_accepts(standin_factory):
+    """Like vLLM while it loads: the port is bound (nobody else can take it) but refuses every
+    connection, /metrics included; the load time follows STANDIN_MODEL_GB / STANDIN_LOAD_MBPS."""
+    import errno
+    import socket
+    s = standin_factory(env={"STANDIN_MODEL_GB": "0.25", "STANDIN_LOAD_MBPS": "100"}, load=0)  # 2.5 s
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    for path in ("/metrics", "/health", "/v1/models"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(s.url + path, timeout=1)
+    with socket.socket() as other:
+        with pytest.raises(OSError) as exc:
+            other.bind(("127.0.0.1", s.port))
+        assert exc.value.errno == errno.EADDRINUSE
+    with socket.socket() as raw:
+        assert raw.connect_ex(("127.0.0.1", s.port)) == errno.ECONNREFUSED
+    s.wait_ready(timeout=15)
+    assert time.monotonic() - t0 >= 2.4
+    text = requests.get(s.url + "/metrics", timeout=5).text
+    assert "vllm:num_requests_running" in text and "vllm:num_requests_waiting" in text
+    log = s.stop()
+    assert "Loading weights took 2.5" in log and "Completed" in log

@@ -87,7 +87,8 @@ def proxy_overrides(workdir, token, upstream_port, listen, engine_key=""):
             "health_proxy_config_dir": workdir,
             "health_proxy_upstream": f"127.0.0.1:{upstream_port}",
             "health_proxy_listen_port": listen,
-            "health_proxy_access_log": os.path.join(workdir, "vllm-access.log")}
+            "health_proxy_access_log": os.path.join(workdir, "vllm-access.log"),
+            "health_proxy_activity_log": os.path.join(workdir, "vllm-activity.log")}
 
 
 PROXY_TEMPLATES = [("auth.conf.j2", "auth.conf"), ("llm-proxy.conf.j2", "llm-proxy.conf"),
@@ -176,3 +177,13 @@ def nginx(main_conf):
 
 def workdir(prefix="llmops-proxy-"):
     return tempfile.mkdtemp(prefix=prefix)
+
+
+def load_idle_policy():
+    """plugins/module_utils/idle_policy.py loaded from its file, the way the hosts run it."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "plugins", "module_utils", "idle_policy.py")
+    spec = importlib.util.spec_from_file_location("llmops_idle_policy_file", os.path.abspath(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -105,6 +105,32 @@ def test_proxy_behaviour_against_the_standin(confs):
         assert isinstance(r["msec"], float) and isinstance(r["request_time"], float)
         assert isinstance(r["status"], int) and r["method"] in ("GET", "POST")
     assert sorted(r["status"] for r in rows) == [200, 200, 401, 401, 401, 503]
+    # the activity log holds the authorized requests only (the 503 was one: a real client waiting)
+    with open(os.path.join(job["workdir"], "vllm-activity.log")) as f:
+        activity = [json.loads(line) for line in f.read().splitlines()]
+    assert sorted(r["status"] for r in activity) == [200, 200, 503]
+
+
+def test_a_401_flood_cannot_hide_a_real_request(confs):
+    """One real request, then 6,000 unauthorized ones (more than the 5,000 lines the old probe
+    read): the activity log still ends with the real one, and the policy's reader finds it."""
+    idle_policy = render.load_idle_policy()
+    job = confs["plain"]
+    activity = os.path.join(job["workdir"], "vllm-activity.log")
+    with render.nginx(job["conf"]), render.standin(job["upstream_port"], api_key=TOKEN):
+        assert request(job["listen"], "/v1/models", token=TOKEN)[0] == 200
+        c = http.client.HTTPConnection("127.0.0.1", job["listen"], timeout=10)
+        for _ in range(6000):
+            c.request("GET", "/v1/models", headers={"Authorization": "Bearer scanner-guess-0000000000"})
+            r = c.getresponse()
+            r.read()
+            assert r.status == 401
+    with open(activity) as f:
+        last = json.loads(f.read().splitlines()[-1])
+    assert last["status"] == 200 and last["uri"] == "/v1/models"
+    for path in (activity, os.path.join(job["workdir"], "vllm-access.log")):  # both: read by time
+        got = idle_policy.scan_activity_log(path)
+        assert got["state"] == "ok" and got["last_end"] == pytest.approx(last["msec"], abs=1e-3), path
 
 
 def test_engine_key_replaces_the_client_token(confs):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """On-host idle watchdog (llmops.vastai.idle_watchdog): the fallback for when the controller
 (AWX) is gone. Run by a systemd timer; stops this instance through the vast.ai API with the
 per-instance CONTAINER_API_KEY, which can only start/stop/destroy this one instance.
@@ -153,7 +152,7 @@ def run(cfg):
         decision.update(action="keep", reason="requested", message="stop already requested")
     if decision["action"] == "stop":
         # re-check right before acting: a request may have arrived since the first read
-        body, kind, _err = policy.read_metrics(cfg["metrics_url"])
+        body, kind, dummy = policy.read_metrics(cfg["metrics_url"])
         again = policy.metrics_activity(body)["in_flight"] if kind is None else None
         if again:
             decision.update(action="keep", reason="busy", message="%d request(s) in flight" % again, in_flight=again)

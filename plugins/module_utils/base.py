@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 import socket
 import time
@@ -111,7 +112,7 @@ def running_since(row, now=None):
         created = None
     try:
         mins = float(row.get("uptime_mins"))
-        if mins != mins or mins < 0 or mins in (float("inf"), float("-inf")):
+        if math.isnan(mins) or math.isinf(mins) or mins < 0:
             mins = None
     except (TypeError, ValueError):
         mins = None

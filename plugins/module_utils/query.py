@@ -126,7 +126,7 @@ def required_direct_ports(ports=None, runtype=None, vm=False):
     ssh_port+1 are forwarded otherwise). Every published port needs one, and direct SSH (runtype
     with ``ssh_direc``, or a VM, which is reached on its own port 22) one more.
     """
-    count = len(set(str(p).split(":")[-1].split("/")[0].strip() for p in (ports or []) if str(p).strip()))
+    count = len(set(str(p).rsplit(":", 1)[-1].split("/")[0].strip() for p in (ports or []) if str(p).strip()))
     if vm or "direc" in (runtype or ""):
         count += 1
     return count

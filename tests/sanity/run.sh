@@ -30,7 +30,7 @@ if [ "$#" -eq 0 ]; then
     --test replace-urlopen --test runtime-metadata \
     --test use-argspec-type-path --test pylint \
     plugins/modules/vast_offer_info.py plugins/modules/vast_instance.py \
-    plugins/modules/vast_instance_info.py plugins/modules/vast_billing_info.py \
+    plugins/modules/vast_instance_info.py plugins/modules/vast_billing_info.py plugins/modules/vast_ssh_key.py \
     plugins/module_utils/client.py plugins/module_utils/endpoints.py plugins/module_utils/query.py \
     plugins/module_utils/base.py plugins/module_utils/audit.py plugins/doc_fragments/vast.py \
     plugins/inventory/vast.py plugins/filter/

@@ -37,8 +37,8 @@ PLAN = [
 
 def point_direct_at(sim, iid, port):
     """The instance's direct SSH endpoint becomes 127.0.0.1:port (its proxy stays as it is)."""
-    sim.ctl("POST", "instances/%d/net" % iid, {"public_ipaddr": "127.0.0.1",
-                                                "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}})
+    ports = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+    sim.ctl("POST", "instances/%d/net" % iid, {"public_ipaddr": "127.0.0.1", "ports": ports})
 
 
 @pytest.fixture(scope="module")

@@ -124,8 +124,10 @@ def secret_forms(secret):
         forms.add(quote(s, safe=""))
         forms.add(quote_plus(s, safe=""))
         forms.add(quote(s))
-    # longest first, so a longer form is replaced before a shorter one it contains
-    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+    # longest first, so a longer form is replaced before a shorter one it contains; the key
+    # itself always, derived forms only when long enough not to blank unrelated text
+    keep = set(f for f in forms if len(f) >= 4) | set(f for f in (secret, secret.strip()) if f)
+    return sorted(keep, key=len, reverse=True)
 
 
 def _redact(text, secret):

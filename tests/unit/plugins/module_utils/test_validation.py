@@ -115,3 +115,7 @@ def test_urllib3_log_records_are_redacted(caplog):
         logging.getLogger("urllib3.connectionpool").warning("Retrying (%r) after connection broken by %r: %s",
                                                             "Retry(total=1)", "refused", "/%s/api/v1/" % key)
     assert caplog.records and key not in caplog.text and "/***/api/v1/" in caplog.text
+
+
+def test_redact_short_key_still_redacted():
+    assert _redact("key abc in text", "abc") == "key *** in text"

@@ -468,6 +468,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """Every group this source would create, found by building it once into a scratch
         inventory under names that cannot collide (keyed groups depend on host variables)."""
         real = self.inventory
+        if not (self.get_option("groups") or self.get_option("keyed_groups")):
+            # no constructed groups: the names follow from the rows alone (no scratch build)
+            top = self._sanitize_group_name(self.get_option("group"))
+            names = set(real.groups) | set([top])
+            if self.get_option("default_groups"):
+                separator = self.get_option("label_group_separator")
+                for row in rows:
+                    names.update(self._default_group_names(row, top, separator))
+            return names
         scratch = InventoryData()
         for group in real.groups:
             scratch.add_group(group)
@@ -491,8 +500,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         compose = self.get_option("compose")
         groups = self.get_option("groups")
         keyed_groups = self.get_option("keyed_groups")
-        if dry and not (groups or keyed_groups or default_groups):
-            return  # only the top group: nothing to evaluate
         now = time.time()
 
         # the dry build (group names only) never probes SSH ports
@@ -534,7 +541,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_composed_groups(groups, safe, name, strict=strict)
             self._add_host_to_keyed_groups(keyed_groups, safe, name, strict=strict)
 
-    def _add_default_groups(self, name, row, top, separator):
+    def _default_group_names(self, row, top, separator):
         wanted = ["%s_status_%s" % (top, row.get("actual_status") or "unknown")]
         if row.get("gpu_name"):
             wanted.append("%s_gpu_%s" % (top, _norm_gpu(row["gpu_name"])))
@@ -543,8 +550,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             head = label.split(separator, 1)[0]
             if head:
                 wanted.append("%s_label_%s" % (top, head))
-        for group in wanted:
-            group = self.inventory.add_group(self._sanitize_group_name(group.replace(" ", "_")))
+        return [self._sanitize_group_name(group.replace(" ", "_")) for group in wanted]
+
+    def _add_default_groups(self, name, row, top, separator):
+        for group in self._default_group_names(row, top, separator):
+            group = self.inventory.add_group(group)
             self.inventory.add_child(group, name)
 
     # --- entry point --------------------------------------------------------------------------

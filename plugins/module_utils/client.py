@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import logging
 import math
 import os
 import re
@@ -193,8 +194,10 @@ def secret_forms(secret):
         forms.add(quote(s, safe=""))
         forms.add(quote_plus(s, safe=""))
         forms.add(quote(s))
-    # longest first, so a longer form is replaced before a shorter one it contains
-    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+    # longest first, so a longer form is replaced before a shorter one it contains; the key
+    # itself always, derived forms only when long enough not to blank unrelated text
+    keep = set(f for f in forms if len(f) >= 4) | set(f for f in (secret, secret.strip()) if f)
+    return sorted(keep, key=len, reverse=True)
 
 
 def _redact(text, secret):
@@ -204,6 +207,43 @@ def _redact(text, secret):
     for form in secret_forms(secret):
         text = text.replace(form, "***")
     return text
+
+
+class _RedactingLogFilter(logging.Filter):
+    """Redacts API keys from urllib3/requests log records. urllib3 logs every retry with the
+    request URL ("Retrying (...) after connection broken by ...: /path?query"); in the
+    controller (inventory plugin) Ansible writes such records to its log file."""
+
+    def __init__(self):
+        super(_RedactingLogFilter, self).__init__()
+        self.secrets = set()
+
+    def filter(self, record):
+        if not self.secrets:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # pylint: disable=broad-except
+            return True
+        clean = text
+        for secret in list(self.secrets):
+            clean = _redact(clean, secret)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_LOG_FILTER = _RedactingLogFilter()
+_HTTP_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                 "urllib3.response", "urllib3.util.retry", "requests")
+
+
+def _guard_logs(secret):
+    _LOG_FILTER.secrets.add(secret)
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
 
 
 def error_from_response(status, body, text="", secret=None):
@@ -352,6 +392,7 @@ class VastClient(object):
         if problem:
             raise VastAuthError("the API key cannot be used: %s" % problem)
         self._api_key = api_key
+        _guard_logs(api_key)
         self.api_url = (api_url or os.environ.get("VAST_URL") or DEFAULT_API_URL).rstrip("/")
         if timeout is not None and timeout <= 0:
             # requests would fail later with "Attempted to set connect timeout to ..."

@@ -71,7 +71,33 @@ def module_tasks(s):
             {k: v for k, v in rent.items() if k != "offer_filters"}, label="sec-missing", offer_id=999999999),
          "ignore_errors": True},
         {"name": "check mode create", fq + "vast_instance": dict(rent, label="sec-check"), "check_mode": True},
+        # a key read from a file: surrounding whitespace works, inner whitespace is refused
+        {"name": "key with surrounding whitespace (api_key)", fq + "vast_instance_info": {
+            "api_key": "{{ vast_api_key_padded }}", "label": "sec-mod"}},
+        {"name": "key with inner whitespace (api_key)", fq + "vast_instance_info": {
+            "api_key": "{{ vast_api_key_inner }}"}, "ignore_errors": True},
+        # failing requests: nothing listens; the key in the URL path too (requests quotes URLs)
+        {"name": "request to a closed port", fq + "vast_instance_info": {
+            "api_url": "http://127.0.0.1:9", "api_retries": 0, "api_key": "{{ vast_api_key_padded }}"},
+         "ignore_errors": True},
+        {"name": "key in the URL of a failing request", fq + "vast_offer_info": {
+            "api_url": "http://127.0.0.1:9/{{ vast_api_key }}", "api_retries": 0}, "ignore_errors": True},
         {"name": "destroy", fq + "vast_instance": {"label": "sec-mod", "state": "absent"}},
+    ]
+
+
+def failing_tasks():
+    """Every module while the simulator resets, times out or answers 5xx (key from the
+    environment, with a trailing newline as from a file)."""
+    fq = "llmops.vastai."
+    quick = {"api_retries": 1, "api_timeout": 2}
+    return [
+        {"name": "list while connections reset", fq + "vast_instance_info": dict(quick), "ignore_errors": True},
+        {"name": "search while answers are 500", fq + "vast_offer_info": dict(quick), "ignore_errors": True},
+        {"name": "create while answers are 500", fq + "vast_instance": dict(
+            quick, label="sec-fail5", state="running", image=IMAGE, wait=False,
+            offer_filters={"gpu_names": ["RTX 4090", "RTX 3090"], "max_dph": 1.5}), "ignore_errors": True},
+        {"name": "billing while connections reset", fq + "vast_billing_info": dict(quick), "ignore_errors": True},
     ]
 
 
@@ -210,9 +236,40 @@ class Audit:
         self.report(tmp)
         return self
 
+    def key_vars(self):
+        key = self.s["vast_api_key"]
+        return dict(self.s, vast_api_key_padded="  %s \r\n" % key, vast_api_key_inner="%s %s" % (key[:9], key[9:]))
+
+    def failing_runs(self):
+        """Failing requests (resets, timeouts, 5xx, nothing listening) with the key as read from
+        a file (trailing newline), for the modules and the inventory, at -vvv."""
+        key = self.s["vast_api_key"]
+        saved = dict(self.env)
+        self.env["VAST_API_KEY"] = key + "\n"
+        try:
+            self.sim.add_faults([{"endpoint": "list", "fault": "reset", "times": 200},
+                                 {"endpoint": "search", "fault": "500", "times": 200},
+                                 {"endpoint": "create", "fault": "500", "times": 200},
+                                 {"endpoint": "user", "fault": "reset", "times": 200}])
+            self.run("modules (failing requests, key + newline)", playbook(failing_tasks(), "secret audit: failing"))
+            inv = self.inventory_file()
+            self.record("ansible-inventory (resets, key + newline)", must_fail=True, res=run_inventory(
+                inv, env=self.env, verbosity=3))
+            self.sim.clear_faults()
+            self.record("ansible-inventory (key + newline)", res=run_inventory(inv, env=self.env, verbosity=3))
+            self.record("ansible-inventory (closed port)", must_fail=True, res=run_inventory(
+                inv, env=dict(self.env, VAST_URL="http://127.0.0.1:9/" + key), verbosity=3))
+            self.record("ansible-inventory (inner whitespace)", must_fail=True, res=run_inventory(
+                inv, env=dict(self.env, VAST_API_KEY="%s\t%s" % (key[:9], key[9:])), verbosity=3))
+        finally:
+            self.sim.clear_faults()
+            self.env.clear()
+            self.env.update(saved)
+
     def none_runs(self, label):
         """Modules (always) and, with full, every playbook that works on a --hosts none simulator."""
-        self.run("modules", playbook(module_tasks(self.s), "secret audit: modules"), dict(self.s))
+        self.run("modules", playbook(module_tasks(self.s), "secret audit: modules"), self.key_vars())
+        self.failing_runs()
         if not self.full:
             return
         self.run("cost_report.yml", os.path.join(PLAYBOOKS, "cost_report.yml"),

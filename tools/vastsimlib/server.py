@@ -94,10 +94,18 @@ def _depth(value):
     return deepest
 
 
+def _finite_float(text):
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("number %s is out of range (not valid JSON)" % text[:30])  # 1e400 overflows to inf
+    return value
+
+
 def strict_json(raw, what="request body"):
-    """Decode JSON as the API does: no NaN/Infinity (not JSON), bounded nesting; ApiError 400."""
+    """Decode JSON as the API does: no NaN/Infinity (not JSON) nor numbers that overflow to
+    them, bounded nesting; ApiError 400."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ApiError(400, "invalid_request", f"JSON in {what} is nested too deeply") from None
     except ValueError as e:
@@ -261,11 +269,15 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method):
         app = self.server.app
         started = time.time()
-        parts = urlsplit(self.path)
+        try:
+            parts = urlsplit(self.path)
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        except ValueError as e:   # e.g. "http://[" (an invalid IPv6 host in an absolute URL)
+            self.send_error(400, "Bad request target: %s" % e)
+            return
         path = re.sub(r"/+", "/", parts.path)
         if len(path) > 1:
             path = path.rstrip("/")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
         safe_query = {k: v for k, v in query.items() if k not in SECRET_PARAMS}
         entry = {"t": started, "sim_t": app.sim.clock.now(), "method": method, "path": path, "query": safe_query,
                  "status": None, "endpoint": None}

@@ -102,6 +102,17 @@ def test_bad_request_line(sim, line):
     still_serving(sim)
 
 
+def test_bad_request_target(sim):
+    json_error(sim, b"GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Bad request target")
+    still_serving(sim)
+
+
+def test_numbers_that_overflow_to_infinity_are_400(sim):
+    json_error(sim, req("POST", "/api/v0/bundles/", body=b'{"dph_total": {"lte": 1e400}}'), 400, "out of range")
+    json_error(sim, req("GET", "/api/v1/instances/?limit=1e400"), 400)   # was a 500 (int(inf))
+    json_error(sim, req("POST", "/_sim/clock/advance", body=b'{"seconds": -1e999}'), 400, "out of range")
+
+
 def test_uri_too_long(sim):
     json_error(sim, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414)
     still_serving(sim)

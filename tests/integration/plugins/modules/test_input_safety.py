@@ -172,3 +172,17 @@ def test_refused_create_reports_not_changed(sim):
     for r in results:
         assert r.get("failed"), r
         assert r.get("changed") is False, r
+
+
+def test_ansible_debug_prints_task_arguments_so_the_key_belongs_in_the_environment(sim):
+    """What the api_key documentation says: with ANSIBLE_DEBUG=1 Ansible prints a module's
+    arguments before no_log masking, so a key given as a task argument shows up there, and a
+    key in VAST_API_KEY does not. If Ansible stops printing it, this test tells us to update
+    the docs."""
+    pb = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - llmops.vastai.vast_instance_info: %s\n"
+    as_arg = run_playbook(pb % ("{api_key: %s}" % sim.api_key), env=dict(sim.env, VAST_API_KEY=None,
+                                                                        ANSIBLE_DEBUG="1"), json_output=False)
+    from_env = run_playbook(pb % "{}", env=dict(sim.env, ANSIBLE_DEBUG="1"), json_output=False)
+    assert as_arg.rc == 0 and from_env.rc == 0
+    assert sim.api_key in as_arg.stdout + as_arg.stderr
+    assert sim.api_key not in from_env.stdout + from_env.stderr

@@ -114,7 +114,7 @@ def test_lifecycle_every_state_and_idempotence(sim, tmp_path):
 
 
 def test_creation_options_reach_the_api(sim):
-    keytext = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPTIONS opt@example"
+    keytext = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINCxqGlgDSEHaj+otfUlRuVZIFiM5z37flbKncCL3K8+ opt@example"
     res, r = call(sim, "vast_instance", create_args(
         "opts", ports=["8000", "9000/udp"], env={"A": "1"}, disk_gb=20, runtype="args",
         args=["--model", "x"], ssh_keys=[keytext], bid_price=0.9,
@@ -132,7 +132,7 @@ def test_creation_options_reach_the_api(sim):
     # VM rental from an explicit offer id, proxy ssh only; VM-capable offer required
     res, offers = call(sim, "vast_offer_info", {"vm_capable": True, "limit": 1})
     offer = offers["offers"][0]
-    vmkey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIVMKEY vm@example"
+    vmkey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHqBLjbnrO/GzXteQKU1kgb9rvAIAknPWu+h9J8Vwv/2 vm@example"
     res, r = call(sim, "vast_instance", dict(label="vm1", offer_id=offer["id"], vm=True, runtype="ssh_proxy",
                                              image="docker.io/vastai/kvm:ubuntu", poll_interval=0.2,
                                              ssh_keys=[vmkey]))

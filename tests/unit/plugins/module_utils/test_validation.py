@@ -104,3 +104,18 @@ def test_redact_every_form():
         assert "SECRET" not in out and out.startswith("header value ") and out.endswith(" end"), (form, out)
     assert _redact("nothing here", key) == "nothing here"
     assert math.isfinite(1.0)
+
+
+def test_urllib3_log_records_are_redacted(caplog):
+    """urllib3 logs retries with the URL; a key there (e.g. a mistaken api_url) is redacted."""
+    import logging
+    key = "LOGKEY-" + os.urandom(8).hex()
+    VastClient(key + "\n", api_url="http://127.0.0.1:9")
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        logging.getLogger("urllib3.connectionpool").warning("Retrying (%r) after connection broken by %r: %s",
+                                                            "Retry(total=1)", "refused", "/%s/api/v1/" % key)
+    assert caplog.records and key not in caplog.text and "/***/api/v1/" in caplog.text
+
+
+def test_redact_short_key_still_redacted():
+    assert _redact("key abc in text", "abc") == "key *** in text"

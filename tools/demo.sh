@@ -60,7 +60,7 @@ export ANSIBLE_PRIVATE_KEY_FILE="$HOME/.ssh/llmops_vastai_ed25519"
 mkdir -p "$HOME"
 
 step "No registry here: the engine image travels to the host as an archive"
-docker save vllm/vllm-openai:v0.20.0 | gzip -1 >"$WORK/engine.tar.gz"
+docker save vllm/vllm-openai:v0.33.0 | gzip -1 >"$WORK/engine.tar.gz"
 
 step "Provision a budget-profile instance (offer search, preflight, rent, roles, /health through nginx)"
 ansible-playbook playbooks/provision.yml -e vast_profile=budget -e instance_label=$LABEL \

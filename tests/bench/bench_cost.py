@@ -76,7 +76,7 @@ def one(sim, client, profile, name, phase, mode):
         offers = sort_offers(client.search_offers(q), "price")
     offer = offers[0]
     label = "cost-%s-%s-%d" % (name, mode, phase)
-    new = client.create_instance(offer["id"], {"image": "vllm/vllm-openai:v0.20.0", "disk": float(profile["disk_gb"]),
+    new = client.create_instance(offer["id"], {"image": "vllm/vllm-openai:v0.33.0", "disk": float(profile["disk_gb"]),
                                                "label": label, "runtype": "ssh_direc ssh_proxy",
                                                "target_state": "running", "cancel_unavail": True})
     iid = new["new_contract"]

@@ -31,7 +31,7 @@ from tests.campaigns.common import (
 from tests.helpers.ansible import run_inventory, run_playbook
 from tests.helpers.vastsim import launch
 
-IMAGE = "vllm/vllm-openai:v0.20.0"
+IMAGE = "vllm/vllm-openai:v0.33.0"
 # A valid argument set per module: each case breaks exactly one thing in it. For vast_instance
 # it would rent if the break went unnoticed, so a missed check shows up as a mutating call.
 BASE = {

@@ -33,7 +33,7 @@ from tests.helpers import images
 from tests.helpers.ansible import REPO, run_inventory, run_playbook
 from tests.helpers.vastsim import launch
 
-IMAGE = "vllm/vllm-openai:v0.20.0"
+IMAGE = "vllm/vllm-openai:v0.33.0"
 PLAYBOOKS = os.path.join(REPO, "playbooks")
 
 

@@ -30,7 +30,7 @@ IMAGES = {
     "testhost": "local/llmops-testhost:latest",
     "vastvm": "local/llmops-vastvm:latest",
     "standin": "local/llmops-engine-standin:latest",
-    "vllm": "vllm/vllm-openai:v0.20.0",
+    "vllm": "vllm/vllm-openai:v0.33.0",
 }
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-VERSION = "0.20.0"
+VERSION = "0.33.0"
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
 FINISH_REASONS = ("stop", "length", "abort")

@@ -12,7 +12,7 @@ CACHE=${LLMOPS_CACHE:-/var/cache/llmops-vastai}
 MIRROR=${LLMOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # The tag the vllm_stack role deploys by default; the stand-in carries it too.
-VLLM_IMAGE=${LLMOPS_VLLM_IMAGE:-vllm/vllm-openai:v0.20.0}
+VLLM_IMAGE=${LLMOPS_VLLM_IMAGE:-vllm/vllm-openai:v0.33.0}
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 sha() { sha256sum | cut -c1-12; }

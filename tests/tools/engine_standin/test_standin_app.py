@@ -105,7 +105,7 @@ def test_auth_only_on_v1(standin):
     # Like vLLM: health, metrics and version are not protected by --api-key.
     for path in ("/health", "/metrics", "/version"):
         assert requests.get(standin.url + path, timeout=5).status_code == 200, path
-    assert requests.get(standin.url + "/version", timeout=5).json()["version"] == "0.20.0"
+    assert requests.get(standin.url + "/version", timeout=5).json()["version"] == "0.33.0"
     assert requests.get(standin.url + "/nope", timeout=5).status_code == 404
 
 

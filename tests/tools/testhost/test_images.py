@@ -70,9 +70,9 @@ def test_vastvm_docker_in_docker_runs_the_standin(images, ssh_key):
         assert v.startswith("2."), v
         assert ssh(ssh_key, port, "command -v nginx", check=False).returncode != 0
         out = load_image_into(c.name, images["vllm"])
-        assert "vllm/vllm-openai:v0.20.0" in out
+        assert "vllm/vllm-openai:v0.33.0" in out
         ssh(ssh_key, port, "docker run -d --name engine -p 8000:8000 -e STANDIN_LOAD_SECONDS=0.5 "
-                           "vllm/vllm-openai:v0.20.0 org/m --served-model-name m --api-key k")
+                           "vllm/vllm-openai:v0.33.0 org/m --served-model-name m --api-key k")
         url = f"http://127.0.0.1:{c.port(8000)}"
         deadline = time.monotonic() + 30
         while True:
@@ -86,7 +86,7 @@ def test_vastvm_docker_in_docker_runs_the_standin(images, ssh_key):
         r = requests.get(url + "/v1/models", headers={"Authorization": "Bearer k"}, timeout=5)
         assert r.json()["data"][0]["id"] == "m"
         # compose v2 inside drives the inner engine too.
-        ssh(ssh_key, port, "mkdir -p /tmp/st && printf 'services:\\n  e:\\n    image: vllm/vllm-openai:v0.20.0\\n"
+        ssh(ssh_key, port, "mkdir -p /tmp/st && printf 'services:\\n  e:\\n    image: vllm/vllm-openai:v0.33.0\\n"
                            "    pull_policy: never\\n    command: [m2]\\n    environment: {STANDIN_LOAD_SECONDS: \"0\"}\\n"
                            "' > /tmp/st/docker-compose.yml && cd /tmp/st && docker compose up -d --wait")
         ps = ssh(ssh_key, port, "cd /tmp/st && docker compose ps --format '{{.Service}} {{.State}}'").stdout

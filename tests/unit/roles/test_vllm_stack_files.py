@@ -45,7 +45,7 @@ def compose(files):
 
 def test_compose_service(variants):
     svc = compose(variants["default"])
-    assert svc["image"] == "vllm/vllm-openai:v0.20.0"
+    assert svc["image"] == "vllm/vllm-openai:v0.33.0"
     assert svc["command"] == ["Qwen/Qwen2.5-1.5B-Instruct", "--served-model-name", "qwen2.5-1.5b-instruct",
                               "--max-model-len", "8192", "--gpu-memory-utilization", "0.9",
                               "--tensor-parallel-size", "1", "--enable-prefix-caching"]

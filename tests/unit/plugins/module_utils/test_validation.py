@@ -49,7 +49,7 @@ def test_ports(port, ok):
     assert (v.port_errors([port]) == []) is ok
 
 
-@pytest.mark.parametrize("image,ok", [("vllm/vllm-openai:v0.20.0", True), ("ghcr.io/a/b@sha256:" + "a" * 64, True),
+@pytest.mark.parametrize("image,ok", [("vllm/vllm-openai:v0.33.0", True), ("ghcr.io/a/b@sha256:" + "a" * 64, True),
                                       ("", False), ("   ", False), ("vllm/vllm openai", False), ("img\n", False),
                                       ("-it", False), ("a\x00b", False), ("x" * 2000, False)])
 def test_images(image, ok):

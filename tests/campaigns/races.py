@@ -13,6 +13,8 @@ Scenarios (`SCENARIOS`):
 - ``label``: `vast_instance state=running`, one label, each racer with its own `order_by` and
   `gpu_names`, so their cheapest offers differ (the dangerous race: no offer is taken twice);
 - ``exact_count``: `exact_count: 2` on one prefix from every racer;
+- ``cap``: `vast_instance` with a label per racer and `max_instances` = instances already on the
+  account + 1 (the module's own check before its create and again after it);
 - ``provision``: `playbooks/provision.yml` (container mode, `provision_deploy=false`) with one
   `instance_label`, each racer with its own `gpu_names` (other cheapest offer) and HOME, one
   shared token directory (one controller);
@@ -49,7 +51,7 @@ from tests.helpers.ansible import run_playbook
 from tests.helpers.vastsim import launch
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "playbooks")
-SCENARIOS = ("label", "exact_count", "provision", "provision_cap", "power", "idle")
+SCENARIOS = ("label", "exact_count", "cap", "provision", "provision_cap", "power", "idle")
 GPUS = ["RTX 4090", "RTX 3090", "RTX 5090", "RTX A6000"]  # >= 24 GB, several verified offers each (seeded catalogue)
 ORDERS = ["price", "score", "reliability", "value"]
 MAX_DPH = 2.0
@@ -103,6 +105,7 @@ class Watcher(threading.Thread):
         self.stop_flag = threading.Event()
         self.max_live = Counter()
         self.timeline = defaultdict(list)  # id -> [(t, actual, intended)]
+        self.first_seen, self.gone = {}, {}  # id -> wall-clock time first seen live / destroyed
 
     def run(self):
         while not self.stop_flag.is_set():
@@ -116,6 +119,10 @@ class Watcher(threading.Thread):
             for k, v in live.items():
                 self.max_live[k] = max(self.max_live[k], v)
             for r in rows:
+                if LIVE(r):
+                    self.first_seen.setdefault(r["id"], t)
+                elif r["id"] in self.first_seen:
+                    self.gone.setdefault(r["id"], t)
                 now = (r.get("actual_status"), r.get("intended_status"))
                 tl = self.timeline[r["id"]]
                 if not tl or tl[-1][1:] != now:
@@ -272,6 +279,9 @@ class Campaign:
         rec["duplicates"] = sum(v - 1 for v in rec["live"].values())
         rec["transient"] = sum(max(v - 1, 0) for lab, v in self.watcher.max_live.items()
                                if lab and lab.startswith(tag))
+        # how long an instance rented and destroyed by the racers lived (a loser billing meanwhile)
+        rec["loser_seconds"] = [round(self.watcher.gone[i] - t, 2) for i, t in self.watcher.first_seen.items()
+                                if i in self.watcher.gone]
         getattr(self, "check_" + scenario)(rec, setup, outs, rows, live)
         self.clean()
         self.print_round(rec)
@@ -382,6 +392,18 @@ class Campaign:
                  for n in range(self.racers)]
         return {"specs": specs, "cap": cap, "base": base, "prefix": tag}
 
+    def setup_cap(self, tag):
+        base = self.sim.bulk(1, label_prefix=tag + "-base-", status="running")
+        cap = len(self.live()) + 1
+        def racer(n):
+            args = self.rent_args("%s-%d" % (tag, n), n, max_instances=cap)
+            return self.gated(n, [{"name": "race", "llmops.vastai.vast_instance": args}])
+        specs = [(racer, None, self.env(n), None) for n in range(self.racers)]
+        return {"specs": specs, "cap": cap, "base": base, "prefix": tag, "task": "race"}
+
+    def check_cap(self, rec, setup, outs, rows, live):
+        self.check_provision_cap(rec, setup, outs, rows, live)
+
     def check_provision_cap(self, rec, setup, outs, rows, live):
         active = [r for r in rows if LIVE(r) and not (r.get("actual_status") in STOPPED
                                                      and r.get("intended_status") != "running")]
@@ -394,7 +416,7 @@ class Campaign:
             label = "%s-%d" % (setup["prefix"], n)
             if res.rc == 0:
                 ok += 1
-                got = (self.rented(res) or [{}])[0]
+                got = (res.task("race").get("instance") or {}) if setup.get("task") else (self.rented(res) or [{}])[0]
                 if by_label.get(label) != got.get("id"):
                     rec["contradictions"].append("run %d reports %s as %s, live: %s" % (
                         n, label, got.get("id"), by_label.get(label)))
@@ -530,9 +552,10 @@ class Campaign:
         w = self.out.write
         if self.verbose or rec["contradictions"] or rec["duplicates"]:
             w("%-13s round %d: runs %d, creates %d (%d offers), destroys %d, live %s, duplicates %d "
-              "(%d while racing), contradictions %d, failures %d\n" % (
+              "(%d while racing, losers lived %s s), contradictions %d, failures %d\n" % (
                   rec["scenario"], rec["round"], rec["runs"], rec["creates"], rec["offers"], rec["destroys"],
-                  rec["live"] or "{}", rec["duplicates"], rec["transient"], len(rec["contradictions"]),
+                  rec["live"] or "{}", rec["duplicates"], rec["transient"],
+                  ", ".join("%.1f" % x for x in rec["loser_seconds"]) or "-", len(rec["contradictions"]),
                   len(rec["failures"])))
             for note in rec["notes"]:
                 w("    . %s\n" % note)
@@ -578,6 +601,8 @@ class Campaign:
                      destroys=sum(r["destroys"] for r in rs),
                      live_per_label=dict(("%d live" % k, v) for k, v in sorted(live.items())),
                      duplicates=sum(r["duplicates"] for r in rs), transient=sum(r["transient"] for r in rs),
+                     losers=sum(len(r["loser_seconds"]) for r in rs),
+                     loser_seconds_max=max([x for r in rs for x in r["loser_seconds"]] or [0.0]),
                      contradictions=[c for r in rs for c in r["contradictions"]],
                      failures=[m for r in rs for _n, m in r["failures"]])
             if sc == "idle":
@@ -585,6 +610,12 @@ class Campaign:
                          auto_shutdown_complete=sum(r["auto_shutdown_complete"] for r in rs),
                          module_stops=sum(r["module_stops"] for r in rs),
                          rounds_with_extra_auto_shutdown=sum(1 for r in rs if r["auto_shutdown"] != r["real_stops"]))
+            if sc in ("cap", "provision_cap"):
+                kinds = Counter("playbook preflight" if "Budget guard" in (m or "") else
+                                "module, before its create" if "refusing to create" in (m or "") else
+                                "module, after its create (destroyed it)" if "concurrent run" in (m or "") else "other"
+                                for m in s["failures"])
+                s["cap_refusals"] = dict(kinds)
             if sc == "power":
                 s["end_states"] = dict(Counter(n.split(", end ")[1].split(",")[0] for r in rs for n in r["notes"]
                                                if n.startswith("start ")))
@@ -606,10 +637,16 @@ class Campaign:
                 ", ".join("%s: %d" % kv for kv in x["live_per_label"].items()) or "-", x["duplicates"], x["transient"],
                 len(x["contradictions"]), len(x["failures"])))
         for sc, x in s["scenarios"].items():
+            if x["losers"]:
+                w("%s: %d instance(s) rented and destroyed again by the racers, the longest lived %.1f s\n" % (
+                    sc, x["losers"], x["loser_seconds_max"]))
             if sc == "idle":
                 w("idle: real stops %d, auto_shutdown events %d, auto_shutdown_complete %d, "
                   "vast_instance stops %d\n" % (x["real_stops"], x["auto_shutdown"], x["auto_shutdown_complete"],
                                                  x["module_stops"]))
+            if sc in ("cap", "provision_cap"):
+                w("%s: refused by %s\n" % (sc, ", ".join("%s %d" % kv for kv in sorted(
+                    x["cap_refusals"].items())) or "-"))
             if sc == "power":
                 w("power: end states %s, reports superseded by a later run %d\n" % (
                     x["end_states"], x["superseded_reports"]))

@@ -34,6 +34,7 @@ from ansible_collections.llmops.vastai.plugins.module_utils.query import build_q
 STOPPED = ("stopped", "exited")
 RECONCILE_TRIES = 5  # label look-ups after a lost create answer (lists may lag)
 MUTATION_RECONCILE_TRIES = 3  # re-reads after a lost stop/start/label/destroy answer
+RACE_SETTLE_TRIES = 4  # re-lists (0.5, 1, 2 s apart) while a label shows several instances
 
 
 class Failure(Exception):
@@ -77,12 +78,32 @@ def never_running(row):
         return "the container could not be created (OCI runtime create failed)"
     if row.get("cur_state") == "stopped" and row.get("intended_status") == "stopped" \
             and row.get("next_state") == "stopped":
-        return "the platform stopped it (outbid: cur_state, intended_status and next_state are all stopped)"
+        return "it was stopped (outbid by a higher bid, or another job stopped it: cur_state, intended_status " \
+               "and next_state are all stopped)"
     if actual == "offline":
         return "the host went offline"
     if actual in ("exited", "frozen", "unknown") and row.get("intended_status") == "running":
         return "the container is %s" % actual
     return None
+
+
+def is_running(row):
+    """Running and meant to stay so: vast-cli's poller waits for intended_status and actual_status
+    together; a row still running while another job's stop is under way is not 'running'."""
+    return row.get("actual_status") == "running" and row.get("intended_status") != "stopped"
+
+
+def is_stopped(row):
+    """Stopped and meant to stay so (not while another job's start is under way)."""
+    return row.get("actual_status") in STOPPED and row.get("intended_status") != "running"
+
+
+def overridden(row, want):
+    """'; another job asked ...' when the row's intended_status is the opposite of ``want``."""
+    intended = (row or {}).get("intended_status")
+    if intended in ("running", "stopped") and intended != want:
+        return "; another job asked for it to be %s meanwhile (intended_status %s)" % (intended, intended)
+    return ""
 
 
 def wait_instance(client, instance_id, done, timeout, interval, fail_fast=None):
@@ -202,11 +223,21 @@ class InstanceLifecycle(object):
     def by_label(self, label):
         return self.client.list_by_label([label])
 
+    def settled(self, listing, several):
+        """``listing()``, listed again while ``several(rows)``: a run that lost a create race
+        destroys its own instance right after listing the label (settle_race), so two instances
+        on one label seen once may be one a moment later. Duplicates that stay are returned."""
+        for dummy in attempts(tries=RACE_SETTLE_TRIES, delay=0.5, factor=2):
+            rows = listing()
+            if not several(rows):
+                break
+        return rows
+
     def find(self, label):
         """(row or None) for the identity; fails when a label matches several instances."""
         if self.params.get("id") is not None:
             return self.client.get_instance(self.params["id"])
-        rows = self.by_label(label)
+        rows = self.settled(lambda: self.by_label(label), lambda rows: len(rows) > 1)
         if len(rows) > 1:
             ids = sorted(r["id"] for r in rows)
             self.fail(
@@ -666,13 +697,14 @@ class InstanceLifecycle(object):
         started = time.monotonic()
 
         try:
-            row = wait_instance(self.client, row["id"], lambda r: r.get("actual_status") == "running",
-                                p["wait_timeout"], p["poll_interval"], never_running)
+            row = wait_instance(self.client, row["id"], is_running, p["wait_timeout"], p["poll_interval"],
+                                never_running)
         except VastError as e:
             self.fail_vast(e, doing="waiting for instance %s (%s) to run" % (row["id"], row.get("label")),
                            instance_id=row["id"], changed=self.result["changed"])
         except WaitTimeout as e:
-            self.wait_failed(e.row or row, "did not reach running within %ds" % p["wait_timeout"], created)
+            self.wait_failed(e.row or row, "did not reach running within %ds%s" % (
+                p["wait_timeout"], overridden(e.row, "running")), created)
         except WaitFailed as e:
             self.wait_failed(e.row, e.reason, created)
         if p["wait_ssh"]:
@@ -691,13 +723,13 @@ class InstanceLifecycle(object):
             return row
         self.result["actions"].append("wait for stopped")
         try:
-            return wait_instance(self.client, row["id"], lambda r: r.get("actual_status") in STOPPED,
-                                 p["wait_timeout"], p["poll_interval"])
+            return wait_instance(self.client, row["id"], is_stopped, p["wait_timeout"], p["poll_interval"])
         except VastError as e:
             self.fail_vast(e, doing="waiting for instance %s (%s) to stop" % (row["id"], row.get("label")),
                            instance_id=row["id"])
         except WaitTimeout as e:
-            self.wait_failed(e.row or row, "did not stop within %ds" % p["wait_timeout"], created)
+            self.wait_failed(e.row or row, "did not stop within %ds%s" % (
+                p["wait_timeout"], overridden(e.row, "stopped")), created)
 
     def wait_failed(self, row, what, created):
         iid = row.get("id")
@@ -751,7 +783,7 @@ class InstanceLifecycle(object):
         return row
 
     def ensure_running(self, row, label):
-        if row.get("actual_status") == "running":
+        if is_running(row):
             return row
         if row.get("intended_status") != "running":
             self.change_power(row, "running", "start")
@@ -846,7 +878,10 @@ class InstanceLifecycle(object):
         if not prefix:
             self.fail("exact_count needs label or name for the replica label prefix")
         pattern = re.compile(r"^%s-(\d+)$" % re.escape(prefix))
-        rows = [r for r in self.client.list_instances() if pattern.match(r.get("label") or "")]
+
+        def replicas():
+            return [r for r in self.client.list_instances() if pattern.match(r.get("label") or "")]
+        rows = self.settled(replicas, lambda rows: len(set(r["label"] for r in rows)) < len(rows))
         by_index = {}
         for r in rows:
             by_index.setdefault(int(pattern.match(r["label"]).group(1)), []).append(r)

@@ -1,0 +1,109 @@
+"""Race campaign (issue 13): concurrent real ansible-playbook runs against one simulator with a
+real round trip (tests/campaigns/races.py, docs/campaigns.md).
+
+`make test`: 3 racers x scenarios label, provision, power, one round (about a minute and a half).
+`make faults`: every scenario, more racers and rounds (CAMPAIGN_SEED, RACE_RACERS, RACE_ROUNDS).
+Known defects of playbooks this campaign does not own are pinned by strict xfails below; when
+their owners fix them the xfail passes, fails the run, and the exclusion goes.
+"""
+import io
+import os
+
+import pytest
+
+from tests.campaigns import races
+
+SEED = int(os.environ.get("CAMPAIGN_SEED", "6"))
+RACERS = max(4, int(os.environ.get("RACE_RACERS", "4")))
+ROUNDS = max(2, int(os.environ.get("RACE_ROUNDS", "2")))
+# Contradictions held against playbooks owned elsewhere, each pinned by a strict xfail below.
+KNOWN = {
+    "power_off.yml summary": "test_power_off_summary_sees_a_start_made_meanwhile",
+    "power_on.yml summary": "test_power_off_summary_sees_a_start_made_meanwhile",
+    "idle_shutdown.yml audit": "test_overlapping_idle_shutdowns_audit_one_auto_shutdown_per_stop",
+}
+
+
+class Contradiction(AssertionError):
+    """A run reported something the simulator contradicts (the xfails expect exactly this)."""
+
+
+def tee(capsys):
+    buf = io.StringIO()
+
+    class Tee(io.StringIO):
+        def write(self, s):
+            buf.write(s)
+            with capsys.disabled():
+                print(s, end="", flush=True)
+            return len(s)
+    return buf, Tee()
+
+
+def check(summary, text, known=KNOWN):
+    for sc, x in summary["scenarios"].items():
+        assert x["runs"] > 0, sc
+        assert x["duplicates"] == 0, "%s: %d duplicate(s) at the end (seed %d)\n%s" % (sc, x["duplicates"], SEED, text)
+        left = [c for c in x["contradictions"] if races.owner(c) not in known]
+        assert not left, "%s: %d contradicting report(s) (seed %d):\n%s\n%s" % (
+            sc, len(left), SEED, "\n".join(left), text)
+        assert not any(not m for m in x["failures"]), "%s: a failure without a message" % sc
+
+
+def test_race_sample(capsys):
+    buf, out = tee(capsys)
+    summary = races.Campaign(racers=3, rounds=1, seed=SEED, scenarios=("label", "provision", "power"),
+                             out=out, verbose=True).go()
+    check(summary, buf.getvalue())
+    # the sample is only a test if the racers did race: several creates for one label
+    for sc in ("label", "provision"):
+        x = summary["scenarios"][sc]
+        assert x["creates"] >= 2 and x["raced_rounds"] == 1, (sc, x)
+        assert x["live_per_label"] == {"1 live": 1}, (sc, x)
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_race_campaign(capsys):
+    buf, out = tee(capsys)
+    summary = races.Campaign(racers=RACERS, rounds=ROUNDS, seed=SEED, out=out).go()
+    check(summary, buf.getvalue())
+    for sc in ("label", "exact_count", "provision"):
+        assert summary["scenarios"][sc]["raced_rounds"] >= 1, (sc, summary["scenarios"][sc])
+
+
+@pytest.mark.xfail(strict=True, raises=Contradiction, reason=(
+    "power_off.yml prints 'stopped' from its own task's result: it does not re-read the instance before "
+    "its summary and does not warn that another job started it meanwhile (issue 13 item 9; playbooks "
+    "are owned by another helper)"))
+def test_power_off_summary_sees_a_start_made_meanwhile():
+    """Found by the campaign (scenario power): power_off stops the instance, another job starts it
+    while power_off reads the billing; power_off still prints 'stopped: <label>'. Deterministic:
+    the rival acts when the simulator logs power_off's billing read."""
+    with races.Campaign(seed=SEED) as c:
+        res, acted, row = c.power_off_while_another_job_starts("race-stale-summary")
+        assert res.rc == 0, res.summary()
+        assert acted is not None and row["intended_status"] == "running", row  # the rival did act
+        summary_start = races.task_window(res)["Runtime and cost"][0]
+        assert acted < summary_start, "the rival acted after the summary started"
+        said = res.task("Runtime and cost")["msg"][0]
+        warned = any("another" in str(w) or "meanwhile" in str(w) for t in res.tasks
+                     for w in (t.result.get("warnings") or [])) or "another job" in str(res.task("Runtime and cost"))
+        if said.startswith("stopped") and not warned:
+            raise Contradiction("power_off.yml printed %r while instance %s is %s (intended %s) since %.1f s "
+                                "before its summary" % (said, row["id"], row["actual_status"],
+                                                        row["intended_status"], summary_start - acted))
+
+
+@pytest.mark.xfail(strict=True, raises=Contradiction, reason=(
+    "idle_shutdown.yml writes auto_shutdown for every instance it decided to stop, before the stop and "
+    "whether or not this run stopped it: overlapping runs write one each for one real stop (issue 13 "
+    "item 9; the playbook is owned by another helper)"))
+def test_overlapping_idle_shutdowns_audit_one_auto_shutdown_per_stop(capsys):
+    buf, out = tee(capsys)
+    summary = races.Campaign(racers=2, rounds=1, seed=SEED, scenarios=("idle",), out=out, verbose=True).go()
+    x = summary["scenarios"]["idle"]
+    assert x["real_stops"] == 1, x  # the idle instance was stopped once
+    check(summary, buf.getvalue(), known={"idle_shutdown.yml audit"})
+    if x["auto_shutdown"] != x["real_stops"]:
+        raise Contradiction("%d auto_shutdown audit events for %d real stop" % (x["auto_shutdown"], x["real_stops"]))

@@ -3,8 +3,9 @@ real round trip (tests/campaigns/races.py, docs/campaigns.md).
 
 `make test`: 3 racers x scenarios label, provision, power, one round (about a minute and a half).
 `make faults`: every scenario, more racers and rounds (CAMPAIGN_SEED, RACE_RACERS, RACE_ROUNDS).
-Known defects of playbooks this campaign does not own are pinned by strict xfails below; when
-their owners fix them the xfail passes, fails the run, and the exclusion goes.
+The two playbook defects it found (power_off/power_on summaries that did not see another job's
+change, one auto_shutdown audit event per run instead of per real stop) are fixed; their tests
+below pin them.
 """
 import io
 import os
@@ -16,16 +17,12 @@ from tests.campaigns import races
 SEED = int(os.environ.get("CAMPAIGN_SEED", "6"))
 RACERS = max(4, int(os.environ.get("RACE_RACERS", "4")))
 ROUNDS = max(2, int(os.environ.get("RACE_ROUNDS", "2")))
-# Contradictions held against playbooks owned elsewhere, each pinned by a strict xfail below.
-KNOWN = {
-    "power_off.yml summary": "test_power_off_summary_sees_a_start_made_meanwhile",
-    "power_on.yml summary": "test_power_off_summary_sees_a_start_made_meanwhile",
-    "idle_shutdown.yml audit": "test_overlapping_idle_shutdowns_audit_one_auto_shutdown_per_stop",
-}
+# Contradictions tolerated as known defects (none: every one found is fixed and pinned below).
+KNOWN = {}
 
 
 class Contradiction(AssertionError):
-    """A run reported something the simulator contradicts (the xfails expect exactly this)."""
+    """A run reported something the simulator contradicts."""
 
 
 def tee(capsys):
@@ -72,10 +69,6 @@ def test_race_campaign(capsys):
         assert summary["scenarios"][sc]["raced_rounds"] >= 1, (sc, summary["scenarios"][sc])
 
 
-@pytest.mark.xfail(strict=True, raises=Contradiction, reason=(
-    "power_off.yml prints 'stopped' from its own task's result: it does not re-read the instance before "
-    "its summary and does not warn that another job started it meanwhile (issue 13 item 9; playbooks "
-    "are owned by another helper)"))
 def test_power_off_summary_sees_a_start_made_meanwhile():
     """Found by the campaign (scenario power): power_off stops the instance, another job starts it
     while power_off reads the billing; power_off still prints 'stopped: <label>'. Deterministic:
@@ -95,15 +88,11 @@ def test_power_off_summary_sees_a_start_made_meanwhile():
                                                         row["intended_status"], summary_start - acted))
 
 
-@pytest.mark.xfail(strict=True, raises=Contradiction, reason=(
-    "idle_shutdown.yml writes auto_shutdown for every instance it decided to stop, before the stop and "
-    "whether or not this run stopped it: overlapping runs write one each for one real stop (issue 13 "
-    "item 9; the playbook is owned by another helper)"))
 def test_overlapping_idle_shutdowns_audit_one_auto_shutdown_per_stop(capsys):
     buf, out = tee(capsys)
     summary = races.Campaign(racers=2, rounds=1, seed=SEED, scenarios=("idle",), out=out, verbose=True).go()
     x = summary["scenarios"]["idle"]
     assert x["real_stops"] == 1, x  # the idle instance was stopped once
-    check(summary, buf.getvalue(), known={"idle_shutdown.yml audit"})
+    check(summary, buf.getvalue())
     if x["auto_shutdown"] != x["real_stops"]:
         raise Contradiction("%d auto_shutdown audit events for %d real stop" % (x["auto_shutdown"], x["real_stops"]))

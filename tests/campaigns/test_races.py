@@ -21,6 +21,9 @@ ROUNDS = max(2, int(os.environ.get("RACE_ROUNDS", "2")))
 KNOWN = {}
 
 
+NO_FAILURES = ("label", "exact_count", "provision")
+
+
 class Contradiction(AssertionError):
     """A run reported something the simulator contradicts."""
 
@@ -45,18 +48,21 @@ def check(summary, text, known=KNOWN):
         assert not left, "%s: %d contradicting report(s) (seed %d):\n%s\n%s" % (
             sc, len(left), SEED, "\n".join(left), text)
         assert not any(not m for m in x["failures"]), "%s: a failure without a message" % sc
+        if sc in NO_FAILURES:  # nothing refuses these: every racer must end with the one instance
+            assert not x["failures"], "%s: %d run(s) failed (seed %d):\n%s" % (
+                sc, len(x["failures"]), SEED, "\n".join(x["failures"]))
 
 
 def test_race_sample(capsys):
     buf, out = tee(capsys)
     summary = races.Campaign(racers=3, rounds=1, seed=SEED, scenarios=("label", "provision", "power"),
-                             out=out, verbose=True).go()
+                             out=out, verbose=True, until_raced=2).go()
     check(summary, buf.getvalue())
-    # the sample is only a test if the racers did race: several creates for one label
+    # the sample is only a test if the racers did race (an unlucky round is run again, twice at most)
     for sc in ("label", "provision"):
         x = summary["scenarios"][sc]
-        assert x["creates"] >= 2 and x["raced_rounds"] == 1, (sc, x)
-        assert x["live_per_label"] == {"1 live": 1}, (sc, x)
+        assert x["raced_rounds"] >= 1, (sc, x)
+        assert list(x["live_per_label"]) == ["1 live"], (sc, x)
 
 
 @pytest.mark.faults
@@ -72,7 +78,7 @@ def test_race_campaign(capsys):
 def test_power_off_summary_sees_a_start_made_meanwhile():
     """Found by the campaign (scenario power): power_off stops the instance, another job starts it
     while power_off reads the billing; power_off still prints 'stopped: <label>'. Deterministic:
-    the rival acts when the simulator logs power_off's billing read."""
+    the rival acts when power_off's billing read is answered 429 (~1.5 s before the summary)."""
     with races.Campaign(seed=SEED) as c:
         res, acted, row = c.power_off_while_another_job_starts("race-stale-summary")
         assert res.rc == 0, res.summary()

@@ -39,6 +39,14 @@ LABEL = "bench-idle"
 SCHEDULE_S = 300
 
 
+
+def power_on(env):
+    """power_on.yml with the health wait; raises with the playbook's output when it fails."""
+    res = run_playbook(os.path.join(PLAYBOOKS, "power_on.yml"), env=env, json_output=False,
+                       extra_vars={"instance_label": LABEL, "health_timeout": 300})
+    if res.rc != 0:
+        raise RuntimeError("power_on.yml failed:\n" + res.stdout[-3000:])
+
 def chat(base, token):
     req = urllib.request.Request(base + "/v1/chat/completions", headers={
         "Content-Type": "application/json", "Authorization": "Bearer " + token},
@@ -119,10 +127,7 @@ def main(argv=None):
         for n in range(args.rounds):
             inst = [i for i in sim.state()["instances"] if i["label"] == LABEL][0]
             if inst["actual_status"] != "running":
-                res = run_playbook(os.path.join(PLAYBOOKS, "power_on.yml"), env=env, json_output=False,
-                                   extra_vars={"instance_label": LABEL, "health_timeout": 300})
-                if res.rc != 0:
-                    raise RuntimeError("power_on.yml failed:\n" + res.stdout[-3000:])
+                power_on(env)
                 inst = [i for i in sim.state()["instances"] if i["label"] == LABEL][0]
             port = inst["ports"]["80/tcp"]
             port = port[0]["HostPort"] if isinstance(port, list) else port
@@ -152,10 +157,7 @@ def main(argv=None):
         # the loading model: power on again, then restart the stack into a 64 GB load
         inst = [i for i in sim.state()["instances"] if i["label"] == LABEL][0]
         if inst["actual_status"] != "running":
-            res = run_playbook(os.path.join(PLAYBOOKS, "power_on.yml"), env=env, json_output=False,
-                               extra_vars={"instance_label": LABEL, "health_timeout": 300})
-            if res.rc != 0:
-                raise RuntimeError("power_on.yml failed:\n" + res.stdout[-3000:])
+            power_on(env)
         loading = loading_phase(sim, env, inv, policy, args.load_timeout_minutes, args.tick_seconds)
     finally:
         sim.destroy_all()

@@ -5,6 +5,7 @@ Playbooks are written as JSON (valid YAML) so generated values need no YAML quot
 never contain Jinja2 delimiters, so what the module receives is exactly what was generated.
 """
 import importlib
+import io
 import json
 import os
 import re
@@ -99,3 +100,17 @@ def env_for(sim, extra=None):
     env = dict(sim.env)
     env.update(extra or {})
     return env
+
+
+def tee(capsys):
+    """(buffer, stream): what a campaign writes to ``stream`` is kept in ``buffer`` and shown live
+    (pytest's capture disabled), so a long campaign prints as it goes."""
+    buf = io.StringIO()
+
+    class Tee(io.StringIO):
+        def write(self, s):
+            buf.write(s)
+            with capsys.disabled():
+                print(s, end="", flush=True)
+            return len(s)
+    return buf, Tee()

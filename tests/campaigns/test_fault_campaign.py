@@ -14,6 +14,7 @@ import os
 import pytest
 
 from tests.campaigns import faults
+from tests.campaigns.common import tee
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "6"))
 RUNS = max(200, int(os.environ.get("CAMPAIGN_RUNS", "200")))
@@ -43,16 +44,8 @@ def test_fault_sample(capsys):
 @pytest.mark.faults
 @pytest.mark.slow
 def test_fault_campaign(capsys):
-    buf = io.StringIO()
-
-    class Tee(io.StringIO):
-        def write(self, s):
-            buf.write(s)
-            with capsys.disabled():
-                print(s, end="", flush=True)
-            return len(s)
-
-    summary = faults.Campaign(RUNS, SEED, out=Tee()).go()
+    buf, out = tee(capsys)
+    summary = faults.Campaign(RUNS, SEED, out=out).go()
     check(summary, buf.getvalue(), RUNS)
     assert summary["runs_with_faults"] >= RUNS // 2, summary
     assert summary["faults_total"] >= RUNS // 2, summary

@@ -7,12 +7,12 @@ The two playbook defects it found (power_off/power_on summaries that did not see
 change, one auto_shutdown audit event per run instead of per real stop) are fixed; their tests
 below pin them.
 """
-import io
 import os
 
 import pytest
 
 from tests.campaigns import races
+from tests.campaigns.common import tee
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "6"))
 RACERS = max(4, int(os.environ.get("RACE_RACERS", "4")))
@@ -28,16 +28,6 @@ class Contradiction(AssertionError):
     """A run reported something the simulator contradicts."""
 
 
-def tee(capsys):
-    buf = io.StringIO()
-
-    class Tee(io.StringIO):
-        def write(self, s):
-            buf.write(s)
-            with capsys.disabled():
-                print(s, end="", flush=True)
-            return len(s)
-    return buf, Tee()
 
 
 def check(summary, text, known=KNOWN):

@@ -133,22 +133,26 @@ def wait_instance(client, instance_id, done, timeout, interval, fail_fast=None):
     raise WaitTimeout(row, time.monotonic() - started)
 
 
-def wait_ssh_banner(endpoint, timeout, interval=1.0):
-    """True once ``host:port`` accepts TCP and sends an SSH banner within ``timeout`` s."""
+def wait_ssh_banner(endpoints, timeout, interval=1.0):
+    """The first of ``endpoints`` (tried in order each round) whose ``host:port`` accepts TCP and
+    sends an SSH banner within ``timeout`` s, or None. Only a banner counts: some networks accept
+    any connection. With direct then proxy, a blocked direct port (SkyPilot found direct SSH
+    blocked on some hosts) ends in the proxy, the endpoint that answered."""
     deadline = time.monotonic() + timeout
     for dummy in attempts(timeout=timeout, delay=interval):
-        left = max(1.0, min(deadline - time.monotonic(), 10))
-        try:
-            sock = socket.create_connection((endpoint["host"], endpoint["port"]), timeout=left)
+        for endpoint in endpoints:
+            left = max(1.0, min(deadline - time.monotonic(), 5))
             try:
-                sock.settimeout(left)
-                if sock.recv(64).startswith(b"SSH-"):
-                    return True
-            finally:
-                sock.close()
-        except (OSError, socket.timeout):
-            pass
-    return False
+                sock = socket.create_connection((endpoint["host"], endpoint["port"]), timeout=left)
+                try:
+                    sock.settimeout(left)
+                    if sock.recv(64).startswith(b"SSH-"):
+                        return endpoint
+                finally:
+                    sock.close()
+            except (OSError, socket.timeout):
+                pass
+    return None
 
 
 class InstanceLifecycle(object):
@@ -166,6 +170,7 @@ class InstanceLifecycle(object):
         self.billed = {}  # instance id -> $/h its rental bills (for messages about leftovers)
         self.warnings = []
         self.differ = {}
+        self.ssh_answered = {}  # instance id -> SSH endpoint that sent a banner (wait_ssh)
         self.planned = None
         self._user = None
 
@@ -205,7 +210,10 @@ class InstanceLifecycle(object):
         return lost
 
     def view(self, row):
-        return represent_instance(row, self.params["connect_with"])
+        out = represent_instance(row, self.params["connect_with"])
+        if out is not None and row.get("id") in self.ssh_answered:
+            out["ssh"] = self.ssh_answered[row["id"]]  # the endpoint that answered (wait_ssh)
+        return out
 
     def user(self):
         if self._user is None:
@@ -708,13 +716,20 @@ class InstanceLifecycle(object):
         except WaitFailed as e:
             self.wait_failed(e.row, e.reason, created)
         if p["wait_ssh"]:
-            endpoint = ssh_endpoint(row, p["connect_with"])
+            # auto: direct first, then the proxy; the one that answers is what the task returns
+            kinds = ("direct", "proxy") if p["connect_with"] == "auto" else (p["connect_with"],)
+            endpoints = [e for e in (ssh_endpoint(row, k) for k in kinds) if e]
             left = p["wait_timeout"] - (time.monotonic() - started)
             self.result["actions"].append("wait for ssh")
-            if endpoint is None or not wait_ssh_banner(endpoint, max(left, 1), min(p["poll_interval"], 2)):
+            answered = wait_ssh_banner(endpoints, max(left, 1), min(p["poll_interval"], 2)) if endpoints else None
+            if answered is None:
                 self.wait_failed(row, "runs, but SSH %s did not answer with a banner within %ds" % (
-                    "%s:%s" % (endpoint["host"], endpoint["port"]) if endpoint else "(no endpoint)",
+                    " or ".join("%s:%s" % (e["host"], e["port"]) for e in endpoints) or "(no endpoint)",
                     p["wait_timeout"]), created)
+            if len(endpoints) > 1 and answered["kind"] == "proxy":
+                answered = dict(answered, direct_silent=True)
+                self.result["actions"].append("direct SSH did not answer; using the proxy")
+            self.ssh_answered[row["id"]] = answered
         return row
 
     def wait_stopped(self, row, created=False):

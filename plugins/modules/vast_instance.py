@@ -267,7 +267,10 @@ options:
     type: int
     default: 900
   wait_ssh:
-    description: After running, also wait until the SSH endpoint accepts a TCP connection and sends an SSH banner.
+    description:
+      - After running, also wait until the SSH endpoint accepts a TCP connection and sends an SSH banner.
+      - With O(connect_with=auto) both the direct port and the vast.ai proxy are tried; the one that
+        answered is returned in RV(instance.ssh) (direct SSH is blocked on some hosts).
     type: bool
     default: false
   poll_interval:

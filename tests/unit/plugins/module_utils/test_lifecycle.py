@@ -382,3 +382,54 @@ def test_max_instances_holds_when_runs_race_past_the_check(vastsim_factory):
     assert len(live(sim)) == 2, live(sim)  # the base instance and exactly one new one
     assert [kind for kind, _ in out].count("ok") == 1, out
     assert all("max_instances" in msg for kind, msg in out if kind == "failed"), out
+
+
+@pytest.mark.parametrize("direct_answers", [True, False])
+def test_wait_ssh_returns_the_endpoint_that_answered(vastsim, direct_answers):
+    """auto: direct when its port sends an SSH banner, else the proxy that does (SkyPilot found
+    direct SSH blocked on some hosts); the result's ssh is the endpoint that answered."""
+    from tests.helpers.net import ssh_listener
+    _, res = run(vastsim, label="lc-ssh", state="running", offer_filters=FILTERS, image="i")
+    iid = res["instance"]["id"]
+    direct, proxy = ssh_listener(banner=direct_answers, hold=1), ssh_listener(banner=True, hold=1)
+    ports = {"direct": direct.getsockname()[1], "proxy": proxy.getsockname()[1]}
+    try:
+        vastsim.ctl("POST", "instances/%s/net" % iid, {
+            "public_ipaddr": "127.0.0.1", "ssh_host": "127.0.0.1", "ssh_port": proxy.getsockname()[1],
+            "ports": {"22/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(direct.getsockname()[1])}]}})
+        life = lifecycle(vastsim, label="lc-ssh", state="running", wait_ssh=True, wait_timeout=8)
+        row = life.wait_running(life.find("lc-ssh"))
+        ssh = life.view(row)["ssh"]
+    finally:
+        direct.close()
+        proxy.close()
+    assert ssh["kind"] == ("direct" if direct_answers else "proxy"), ssh
+    assert ssh["port"] == ports[ssh["kind"]]
+    assert ("direct SSH did not answer; using the proxy" in life.result["actions"]) is not direct_answers
+
+
+def test_refused_bid_that_left_an_instance_destroys_it(vastsim):
+    # dstack PR #4036: an insufficient bid creates the instance stopped and answers an error
+    # carrying new_contract; "nothing was rented" would be false while it bills storage
+    vastsim.ctl("POST", "create_failures", {"kind": "insufficient_bid"})
+    life = lifecycle(vastsim, label="lc-lowball", state="running", offer_filters=dict(FILTERS, offer_type="interruptible"),
+                     image="i")
+    with pytest.raises(Failure) as err:
+        life.run(STATES)
+    iid = err.value.extra["instance_id"]
+    assert "created instance %s" % iid in err.value.msg and "destroyed it" in err.value.msg
+    assert live(vastsim, "lc-lowball") == [] and vastsim.instance(iid)["actual_status"] == "destroyed"
+    assert life.result["changed"] is True
+
+
+@pytest.mark.parametrize("kind,words", [("oci", "OCI runtime create failed"), ("outbid", "outbid")])
+def test_wait_ends_at_once_on_states_that_never_run(vastsim, kind, words):
+    vastsim.ctl("POST", "create_failures", {"kind": kind})
+    life = lifecycle(vastsim, label="lc-" + kind, state="running", offer_filters=FILTERS, image="i",
+                     wait_timeout=120, destroy_on_failure=True)
+    started = __import__("time").monotonic()
+    with pytest.raises(Failure) as err:
+        life.run(STATES)
+    assert __import__("time").monotonic() - started < 30  # seconds, not the 120 s wait_timeout
+    assert words in err.value.msg and "destroyed it (destroy_on_failure)" in err.value.msg, err.value.msg
+    assert live(vastsim, "lc-" + kind) == []

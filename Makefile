@@ -41,6 +41,8 @@ test-fast: setup
 test: setup host-deps
 	$(DOCKERD) run $(PYTEST) -q -m "not faults and not slow" tests
 	$(MAKE) --no-print-directory lint sanity
+	# the oldest supported ansible-core (the venv above is the newest): requires_ansible is tested
+	tools/test-matrix.sh core217
 
 # A short scenario against the real API; needs VAST_API_KEY, LIVE_MAX_DPH and LIVE_MAX_SPEND
 # (README "Live check"). tests/live/test_live_sim.py runs the same script against the simulator.

@@ -7,9 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import math
 import re
-import time
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -79,36 +77,6 @@ def represent_instance(row, connect_with="auto"):
         # values may hold user secrets (tokens passed as env); keep only the names
         out["extra_env"] = sorted(set(str(pair[0]) for pair in env if pair))
     return out
-
-
-def running_since(row, now=None):
-    """When the current running session began: ``{"since", "source", "consistent"}`` or None.
-
-    ``uptime_mins`` is documented nowhere (docs/vast-api-notes.md), so it is never trusted
-    alone: a session cannot start before the rental (``start_date``), so the start it implies
-    is clamped to ``start_date``; when it is missing, negative or not a number, ``start_date``
-    is the answer (an upper bound of the session, since a restart makes it shorter).
-    """
-    row = row or {}
-    now = time.time() if now is None else float(now)
-    try:
-        created = float(row.get("start_date"))
-    except (TypeError, ValueError):
-        created = None
-    try:
-        mins = float(row.get("uptime_mins"))
-        if not math.isfinite(mins) or mins < 0:
-            mins = None
-    except (TypeError, ValueError):
-        mins = None
-    if mins is None:
-        if created is None:
-            return None
-        return {"since": created, "source": "start_date", "consistent": False}
-    implied = now - mins * 60.0
-    if created is not None and implied < created - 60.0:  # a minute of clock skew is fine
-        return {"since": created, "source": "start_date", "consistent": False}
-    return {"since": implied, "source": "uptime_mins", "consistent": created is not None}
 
 
 class VastModule(object):

@@ -408,8 +408,13 @@ def observe(raw, api_now=None, created_at=None, uptime_mins=None, reachable=True
     obs = {"reachable": _bool(reachable) and raw is not None, "failed_probes": failed_probes,
            "api_now": api_now, "created_at": created_at, "session_started_at": None}
     up = _as_float(uptime_mins)
-    if up is not None and _as_float(api_now) is not None:
-        obs["session_started_at"] = _as_float(api_now) - up * 60.0
+    if up is not None and up >= 0 and _as_float(api_now) is not None:
+        # uptime_mins is documented nowhere (docs/vast-api-notes.md): never trusted alone. A
+        # session cannot begin before the rental, so the start it implies is clamped to start_date
+        # (the instance then looks younger: the safe side). Missing stays unknown, never "forever".
+        started = _as_float(api_now) - up * 60.0
+        created = _as_float(created_at)
+        obs["session_started_at"] = max(started, created) if created is not None else started
     if raw is None:
         return obs
     log = raw.get("log") or {}

@@ -147,3 +147,12 @@ def test_probe_entry_point_prints_json(tmp_path):
     assert out.returncode == 0, out.stderr
     raw = json.loads(out.stdout)
     assert raw["log"]["last_end"] == 123.0 and raw["metrics_error_kind"] in ("refused", "other")
+
+
+def test_uptime_mins_is_clamped_to_the_rental_start():
+    # uptime_mins is documented nowhere: a session cannot begin before the rental (start_date)
+    o = idle_policy.observe(None, api_now=10000.0, created_at=9400.0, uptime_mins=60)
+    assert o["session_started_at"] == 9400.0  # not 6400: the instance looks younger, never older
+    assert idle_policy.observe(None, api_now=10000.0, created_at=9000.0, uptime_mins=5)["session_started_at"] == 9700.0
+    assert idle_policy.observe(None, api_now=10000.0, created_at=9000.0, uptime_mins=None)["session_started_at"] is None
+    assert idle_policy.observe(None, api_now=10000.0, created_at=9000.0, uptime_mins=-3)["session_started_at"] is None

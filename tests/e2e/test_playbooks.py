@@ -345,6 +345,23 @@ def _ledger_cents(env):
     return round(led["total"] + 1e-9, 2), led
 
 
+def test_redeploy_in_a_fresh_home_keeps_the_endpoint_token(env, fleet):
+    """An AWX job starts with a new HOME: deploy.yml must read back the token the host serves,
+    not make a new one and rotate the endpoint's token under its clients (issue 15)."""
+    label = "e2e-busy"
+    inst = env.instances()[label]
+    assert inst["actual_status"] == "running", inst["actual_status"]
+    tok_file = env.home / ".config" / "llmops-vastai" / "tokens" / f"{label}.token"
+    old = fleet["tokens"][label]
+    tok_file.unlink()  # what a fresh AWX job's HOME looks like
+    env.play("deploy", {"deploy_hosts": label, "llmops_engine_image_archive": str(env.archive)},
+             inventory=env.inventory)
+    assert tok_file.read_text().strip() == old  # kept, and remembered on this controller again
+    assert oct(tok_file.stat().st_mode & 0o777) == "0o600"
+    base = _endpoint(env.instances()[label])
+    assert _http(base + "/v1/models", token=old)[0] == 200
+
+
 def test_cost_report_matches_ledger(env, fleet):
     outdir = env.tmp / "reports"
     end = str(env.sim.now() + 86400)

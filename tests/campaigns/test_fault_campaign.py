@@ -58,8 +58,9 @@ def test_lost_create_answer_then_list_storm_leaves_no_orphan(capsys):
     unreported behind a 'rate limited' error."""
     buf = io.StringIO()
     plan = [("fc-a", "rent", [{"endpoint": "create", "fault": "lost_response"},
-                              # after the preflight lists (instances, billing) and the rent's own lookup
-                              {"endpoint": "list", "fault": "429", "times": 6, "after": 3}], {})]
+                              # after the preflight lists (instances, billing), the rent's own lookup and
+                              # its max_instances check: the storm hits the lookups that reconcile
+                              {"endpoint": "list", "fault": "429", "times": 6, "after": 4}], {})]
     summary = faults.Campaign(0, SEED, out=buf, verbose=True, plan=plan).go()
     with capsys.disabled():
         print(buf.getvalue())

@@ -26,12 +26,11 @@ from ansible_collections.llmops.vastai.plugins.module_utils.client import (
     create_body,
     describe_error,
 )
-from ansible_collections.llmops.vastai.plugins.module_utils.pricing import account_burn, billed_dph, burn_rate, num
+from ansible_collections.llmops.vastai.plugins.module_utils.pricing import STOPPED, account_burn, billed_dph, burn_rate, num
 from ansible_collections.llmops.vastai.plugins.module_utils.endpoints import ssh_endpoint
 from ansible_collections.llmops.vastai.plugins.module_utils.poll import attempts
 from ansible_collections.llmops.vastai.plugins.module_utils.query import build_query, required_direct_ports, sort_offers
 
-STOPPED = ("stopped", "exited")
 RECONCILE_TRIES = 5  # label look-ups after a lost create answer (lists may lag)
 MUTATION_RECONCILE_TRIES = 3  # re-reads after a lost stop/start/label/destroy answer
 RACE_SETTLE_TRIES = 4  # re-lists (0.5, 1, 2 s apart) while a label shows several instances
@@ -387,7 +386,7 @@ class InstanceLifecycle(object):
         over = [r["id"] for r in active[cap:]]
         if mine in over:
             self.fail("max_instances %d was reached by a concurrent run while renting %r (active: %s)%s" % (
-                cap, label, ", ".join(str(r["id"]) for r in active), self.leftover(mine, label, None)),
+                cap, label, ", ".join(str(r["id"]) for r in active), self.leftover(mine, label, always=True)),
                 instance_id=mine, changed=True)
 
     def credit(self):
@@ -472,7 +471,7 @@ class InstanceLifecycle(object):
             winner = self.client.get_instance(winner["id"]) or winner
         return winner
 
-    def leftover(self, instance_id, label, why):
+    def leftover(self, instance_id, label, always=False):
         """An instance this task created that will not serve: destroy it when destroy_on_failure is
         set (or ``always``), else name it with what it bills."""
         self.result["changed"] = True
@@ -481,7 +480,7 @@ class InstanceLifecycle(object):
             row = self.client.get_instance(instance_id)
         except VastError:
             pass
-        if self.params["destroy_on_failure"] or why is None:
+        if self.params["destroy_on_failure"] or always:
             try:
                 self.client.destroy(instance_id)
             except VastError as e:
@@ -552,7 +551,7 @@ class InstanceLifecycle(object):
                     self.audit("create", instance_id=e.new_contract, label=label, price=price, result="error",
                                offer_id=offer["id"], detail=e.msg)
                     self.fail_vast(e, doing="renting offer %s for %r was refused but the API created instance %s%s"
-                                   % (offer["id"], label, e.new_contract, self.leftover(e.new_contract, label, None)),
+                                   % (offer["id"], label, e.new_contract, self.leftover(e.new_contract, label, always=True)),
                                    instance_id=e.new_contract, changed=True)
                 if e.refused:
                     # refused outright (bad request, auth, credit): nothing was rented
@@ -584,7 +583,7 @@ class InstanceLifecycle(object):
                 row = self.client.get_instance(new_id) or {"id": new_id, "label": label, "actual_status": None}
             except VastError as e:
                 self.fail_vast(e, doing="instance %s (%s) was rented, but%s; the step after failed" % (
-                    new_id, label, self.leftover(new_id, label, "after create")), instance_id=new_id)
+                    new_id, label, self.leftover(new_id, label)), instance_id=new_id)
             return row, offer
         ids = ", ".join(str(t["offer_id"]) for t in tried)
         self.fail("could not rent an instance: tried %d offer(s) (%s), all taken%s; widen max_dph or "
@@ -756,7 +755,7 @@ class InstanceLifecycle(object):
             iid, row.get("label"), what, row.get("actual_status"), row.get("status_msg"))
         destroyed = False
         if created:
-            tail_msg = self.leftover(iid, row.get("label"), what)
+            tail_msg = self.leftover(iid, row.get("label"))
             destroyed = "destroyed it" in tail_msg
             msg += tail_msg
         self.fail(msg, instance_id=iid, status_msg=row.get("status_msg"), log_tail=tail,

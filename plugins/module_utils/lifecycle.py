@@ -86,6 +86,15 @@ def never_running(row):
     return None
 
 
+def scheduling(row):
+    """A start waiting for its GPU: asked to run, the contract still stopped. vast.ai's UI calls it
+    "Scheduling"; when another tenant rented the GPU meanwhile it can last for hours (vast docs,
+    "manage instances": a restart only happens if that GPU is free; the CLI's start help says
+    "stuck in scheduling"), and stopping again cancels it."""
+    return row.get("intended_status") == "running" and row.get("actual_status") == "stopped" \
+        and row.get("next_state") != "stopped"
+
+
 def is_running(row):
     """Running and meant to stay so: vast-cli's poller waits for intended_status and actual_status
     together; a row still running while another job's stop is under way is not 'running'."""
@@ -702,18 +711,33 @@ class InstanceLifecycle(object):
             return row
         self.result["actions"].append("wait for running")
         started = time.monotonic()
+        start_timeout = p.get("start_timeout")
+        since = {}
+
+        def fail_fast(now):
+            reason = never_running(now)
+            if reason or not start_timeout or created:
+                return reason
+            if not scheduling(now):
+                since.clear()
+                return None
+            since.setdefault("t", time.monotonic())
+            if time.monotonic() - since["t"] >= start_timeout:
+                return "stayed in scheduling for %ds (start_timeout): its GPU is not available, another tenant " \
+                       "holds it" % start_timeout
+            return None
 
         try:
-            row = wait_instance(self.client, row["id"], is_running, p["wait_timeout"], p["poll_interval"],
-                                never_running)
+            row = wait_instance(self.client, row["id"], is_running, p["wait_timeout"], p["poll_interval"], fail_fast)
         except VastError as e:
             self.fail_vast(e, doing="waiting for instance %s (%s) to run" % (row["id"], row.get("label")),
                            instance_id=row["id"], changed=self.result["changed"])
         except WaitTimeout as e:
-            self.wait_failed(e.row or row, "did not reach running within %ds%s" % (
-                p["wait_timeout"], overridden(e.row, "running")), created)
+            last = e.row or row
+            self.wait_failed(last, "did not reach running within %ds%s" % (
+                p["wait_timeout"], overridden(e.row, "running")), created, unavailable=scheduling(last))
         except WaitFailed as e:
-            self.wait_failed(e.row, e.reason, created)
+            self.wait_failed(e.row, e.reason, created, unavailable="start_timeout" in e.reason)
         if p["wait_ssh"]:
             # auto: direct first, then the proxy; the one that answers is what the task returns
             kinds = ("direct", "proxy") if p["connect_with"] == "auto" else (p["connect_with"],)
@@ -745,7 +769,7 @@ class InstanceLifecycle(object):
             self.wait_failed(e.row or row, "did not stop within %ds%s" % (
                 p["wait_timeout"], overridden(e.row, "stopped")), created)
 
-    def wait_failed(self, row, what, created):
+    def wait_failed(self, row, what, created, unavailable=False):
         iid = row.get("id")
         try:
             tail = self.client.logs(iid, tail=20, poll_tries=10)
@@ -754,12 +778,25 @@ class InstanceLifecycle(object):
         msg = "instance %s (%s) %s: actual_status=%s, status_msg=%r" % (
             iid, row.get("label"), what, row.get("actual_status"), row.get("status_msg"))
         destroyed = False
+        if unavailable and not created:
+            # A start left waiting would begin billing GPU time whenever the other tenant lets go,
+            # hours later and unattended: cancel it (stop again), so what the user sees is what bills.
+            msg += self.cancel_start(row)
+            row = dict(row, intended_status="stopped")
         if created:
             tail_msg = self.leftover(iid, row.get("label"))
             destroyed = "destroyed it" in tail_msg
             msg += tail_msg
         self.fail(msg, instance_id=iid, status_msg=row.get("status_msg"), log_tail=tail,
-                  instance=None if destroyed else self.view(row))
+                  instance=None if destroyed else self.view(row), unavailable=bool(unavailable))
+
+    def cancel_start(self, row):
+        try:
+            self.change_power(row, "stopped", "stop")
+        except VastError as e:
+            return "; cancelling the start failed (%s): it may still start and bill when its GPU frees" % (
+                describe_error(e, self.params.get("api_retries")))
+        return "; the start was cancelled (stopped again) so it cannot start billing later unattended"
 
     # ------------------------------------------------------------------ desired states of one instance
     def ensure_absent(self, row, label):

@@ -266,6 +266,16 @@ options:
     description: Seconds to wait in total (running and SSH together).
     type: int
     default: 900
+  start_timeout:
+    description:
+      - Seconds a start of an existing instance may stay in C(scheduling) (asked to run, still
+        stopped: on vast.ai another tenant may have rented its GPU while it was stopped, and the
+        start then waits until they let go, possibly for hours).
+      - When it runs out the task fails with RV(unavailable=true) and the start is cancelled
+        (the instance is stopped again), so it cannot begin billing GPU time later, unattended.
+        C(playbooks/power_on.yml) with C(on_unavailable=replace) then rents a replacement.
+      - Not set, a start waits up to O(wait_timeout); one still scheduling then is cancelled too.
+    type: int
   wait_ssh:
     description:
       - After running, also wait until the SSH endpoint accepts a TCP connection and sends an SSH banner.
@@ -444,6 +454,13 @@ actions:
   type: list
   elements: str
   sample: ["rent offer 1234567 ($0.41/h) as llm-budget", "wait for running"]
+unavailable:
+  description:
+    - On failure, V(true) when the instance could not start because its GPU is not available
+      (it stayed in C(scheduling) past O(start_timeout), or still was when O(wait_timeout) ran
+      out); the start was then cancelled. A playbook can rent a replacement on it.
+  returned: on failure
+  type: bool
 offers_tried:
   description: Offers tried during a create, with the outcome of each.
   returned: when an instance was created
@@ -498,6 +515,8 @@ class VastInstance(VastModule):
             errors.append("max_offer_tries must be at least 1")
         if p["wait_timeout"] < 1:
             errors.append("wait_timeout must be a positive number of seconds")
+        if p["start_timeout"] is not None and p["start_timeout"] < 1:
+            errors.append("start_timeout must be a positive number of seconds")
         if p["poll_interval"] <= 0:
             errors.append("poll_interval must be greater than 0")
         errors.extend(port_errors(p["ports"]))
@@ -582,6 +601,7 @@ def argument_spec():
         cancel_unavail=dict(type="bool"),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=900),
+        start_timeout=dict(type="int"),
         wait_ssh=dict(type="bool", default=False),
         poll_interval=dict(type="float", default=5, fallback=(env_fallback, ["VAST_POLL_INTERVAL"])),
         destroy_on_failure=dict(type="bool", default=False),

@@ -433,3 +433,28 @@ def test_wait_ends_at_once_on_states_that_never_run(vastsim, kind, words):
     assert __import__("time").monotonic() - started < 30  # seconds, not the 120 s wait_timeout
     assert words in err.value.msg and "destroyed it (destroy_on_failure)" in err.value.msg, err.value.msg
     assert live(vastsim, "lc-" + kind) == []
+
+
+def test_start_whose_gpu_was_taken_ends_at_start_timeout_and_is_cancelled(vastsim):
+    # While it was stopped another tenant rented its GPU: the start stays in scheduling. The
+    # task must end at start_timeout with unavailable=True, and the start must be cancelled so
+    # the instance cannot begin billing GPU time when the tenant lets go, unattended.
+    _, res = run(vastsim, label="lc-taken", state="stopped", offer_filters=FILTERS, image="i")
+    iid = res["instance"]["id"]
+    vastsim.take_offer(vastsim.instance(iid)["offer_id"])
+    with pytest.raises(Failure) as err:
+        run(vastsim, label="lc-taken", state="running", start_timeout=1, wait_timeout=30)
+    assert err.value.extra["unavailable"] is True
+    assert "start_timeout" in err.value.msg and "cancelled" in err.value.msg
+    row = vastsim.instance(iid)
+    assert row["intended_status"] == "stopped" and row["actual_status"] == "stopped"
+    vastsim.ctl("POST", "offers/%d/release" % row["offer_id"])
+    vastsim.advance(600)
+    assert vastsim.instance(iid)["actual_status"] == "stopped"  # it did not start by itself
+
+
+def test_start_that_is_only_slow_is_not_unavailable(vastsim):
+    # A normal start passes through scheduling briefly: a start_timeout above that is not hit.
+    _, res = run(vastsim, label="lc-slow", state="stopped", offer_filters=FILTERS, image="i")
+    _, started = run(vastsim, label="lc-slow", state="running", start_timeout=20, wait_timeout=30)
+    assert started["instance"]["actual_status"] == "running"

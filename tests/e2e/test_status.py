@@ -38,7 +38,10 @@ def stop(sim, iid):
 def play(sim, name, tmp_path, extra=None, check=False, inventory=True):
     inv = tmp_path / "status.vast.yml"
     inv.write_text("plugin: llmops.vastai.vast\nstatuses: [running]\n")
-    env = dict(sim.env, VAST_AUDIT_LOG=str(tmp_path / "audit.jsonl"), USER="alice")
+    # USER names the actor; remote_tmp would otherwise expand "~" for that (absent) user and land
+    # in a literal ./~alice in the playbook directory
+    env = dict(sim.env, VAST_AUDIT_LOG=str(tmp_path / "audit.jsonl"), USER="alice",
+               ANSIBLE_REMOTE_TMP=str(tmp_path / "remote_tmp"))
     res = run_playbook(f"{PLAYBOOKS}/{name}.yml", extra_vars=dict(FAST, **(extra or {})), env=env, check=check,
                        inventory=str(inv) if inventory else None, json_output=False, timeout=600)
     assert sim.api_key not in res.stdout

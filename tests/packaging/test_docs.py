@@ -37,7 +37,7 @@ def ansible_doc(installed, *args):
 
 def test_every_filter_renders_with_examples(installed):
     names = registered_filters()
-    assert len(names) == 18, names
+    assert len(names) == 19, names
     fqcns = ["llmops.vastai." + n for n in names]
     docs = json.loads(ansible_doc(installed, "-t", "filter", "--json", *fqcns))
     assert sorted(docs) == sorted(fqcns)

@@ -31,9 +31,21 @@ def _events(audit):
     return out
 
 
+def _health(health):
+    """{id: healthy} from a dict, or from the results of a looped uri probe (item = the row)."""
+    if isinstance(health, dict):
+        return health
+    out = {}
+    for res in health or []:
+        if isinstance(res, dict) and isinstance(res.get("item"), dict) and not res.get("skipped"):
+            out[res["item"].get("id")] = res.get("status") == 200
+    return out
+
+
 def serving_plan(services, instances, profiles, audit=None, health=None, now=None):
     try:
-        return plan(services, instances, _events(audit), time.time() if now is None else float(now), health, profiles)
+        return plan(services, instances, _events(audit), time.time() if now is None else float(now), _health(health),
+                    profiles)
     except PlanError as e:
         raise AnsibleFilterError(str(e))
 

@@ -398,11 +398,11 @@ class Sim:
 
     def _ev_gpu_taken(self, inst):
         # Another tenant rents the GPUs of this instance's machine. A running contract keeps its
-        # GPU (vast docs, instance details: stopping "the GPU will become available, so you no
-        # longer have GPU priority"), so only a later start is affected: it stays in scheduling
-        # (CLI `start instance` help: "stuck in the scheduling state" while "the required
-        # resources on the machine ... are currently unavailable"; docs manage-instances: a
-        # restart waiting for its GPU can wait indefinitely).
+        # GPU (vast.ai/docs/renting/instance-details, Stop / Start: on stop "the GPU will become
+        # available, so you no longer have GPU priority"), so only a later start is affected: it
+        # stays in scheduling (docs.vast.ai/cli/reference/start-instance: "stuck in the
+        # \"scheduling\" state" when "the required resources on the machine to run your
+        # instance are currently unavailable"), here for as long as the GPU is taken.
         self.taken.add(inst.offer["id"])
         if (inst.intended_status == "running" and inst.actual_status in ("stopped", "exited")
                 and inst.pending is not None and inst.pending[1] == "loading"):
@@ -419,9 +419,11 @@ class Sim:
         self.fail(inst, "outbid")
 
     def _ev_preempt(self, inst):
-        # Only bids are outbid: vast docs (instance details, rental types) — interruptible
-        # instances "use a bidding system for priority ... Lower priority instances are paused";
-        # on-demand ones have "exclusive control over the GPU(s) and high priority".
+        # Only bids are outbid: vast.ai/docs/renting/instance-details — interruptible instances
+        # "use a bidding system for priority ... Lower priority instances are paused"; on-demand
+        # ones have "exclusive control over the GPU(s) and have high priority". The fields are
+        # those of fail("outbid") (dstack PR #4037); the docs' "paused until they become the
+        # highest priority" is not modelled: the instance stays stopped, as dstack reads it.
         if inst.bid is None:
             raise ApiError(400, "invalid_args", f"instance {inst.id} is on-demand (is_bid false): "
                            "only an interruptible (bid) instance can be outbid")
@@ -429,10 +431,11 @@ class Sim:
 
     def _ev_offline(self, inst):
         # The host is lost: actual_status "offline" (docs.vast.ai/cli/reference/show-instances:
-        # "Host machine disconnected from Vast servers"); once offline an instance does not reach
-        # running by itself (docs api-reference/hello-world: pollers need a timeout; SkyPilot
-        # instance.py lists offline among _FAILED_PROVISIONING_STATUSES). intended_status is
-        # kept: it is what the instance goes back to when the host returns (/online).
+        # "Host machine disconnected from Vast servers (computed, not stored in DB)"; "unknown"
+        # is "No recent heartbeat from the host"). Simulator choice: it stays offline until
+        # /online (no source says when a host returns; clients treat offline as terminal while
+        # provisioning, docs/vast-api-notes.md "Readiness"). intended_status is kept: it is
+        # what the instance goes back to when the host returns.
         now = self.clock.now()
         if getattr(inst, "host_down", False):
             return

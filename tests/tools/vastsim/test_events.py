@@ -68,8 +68,8 @@ def destroy(sim, *ids):
 def test_gpu_taken_leaves_a_running_instance_alone_and_a_restart_waits_in_scheduling(sim):
     iid, _ = rent(sim, bid=False)
     row = sim.ctl("POST", f"instances/{iid}/gpu_taken")["instance"]
-    # a running contract keeps its GPU: stopping is what gives it up (vast docs, instance
-    # details: on stop "the GPU will become available, so you no longer have GPU priority")
+    # a running contract keeps its GPU: stopping is what gives it up (vast.ai/docs/renting/
+    # instance-details: on stop "the GPU will become available, so you no longer have GPU priority")
     assert states(row) == ("running", "running", "running", "running")
     sim.advance(600)
     assert show(sim, iid)["actual_status"] == "running"
@@ -77,10 +77,11 @@ def test_gpu_taken_leaves_a_running_instance_alone_and_a_restart_waits_in_schedu
     sim.settle(iid, "stopped")
     manage(sim, iid, "running")
     before = gpu_seconds(sim, iid)
-    sim.advance(3 * 86400)   # docs manage-instances: a restart waiting for its GPU can wait indefinitely
+    sim.advance(3 * 86400)   # it waits for as long as the GPU is taken
     row = show(sim, iid)
-    # Live fields while scheduling: intended/next "running", actual/cur "stopped"; the CLI's
-    # `start instance` help: "stuck in the scheduling state ... resources ... currently unavailable"
+    # Fields while scheduling: intended/next "running", actual/cur "stopped" (a start of a
+    # stopped instance; docs.vast.ai/cli/reference/start-instance: "stuck in the scheduling
+    # state ... the required resources on the machine ... are currently unavailable")
     assert states(row) == ("stopped", "running", "stopped", "running")
     assert "Scheduling" in row["status_msg"] and "unavailable" in row["status_msg"]
     assert gpu_seconds(sim, iid) == before          # no GPU billing while it waits
@@ -115,8 +116,8 @@ def test_preempt_stops_an_interruptible_instance_with_the_live_fields(sim):
     assert row["instance"]["gpuCostPerHour"] == pytest.approx(bid)
     out = sim.ctl("POST", f"instances/{iid}/preempt")
     # dstack PR #4037 detects an interruption by cur_state, intended_status and next_state all
-    # "stopped"; vast docs (pricing, instance types): an outbid interruptible is stopped, not
-    # destroyed, and storage keeps billing
+    # "stopped"; vast.ai/docs/renting/instance-details: a paused interruptible keeps its data;
+    # docs.vast.ai show-instances: "stopped" = "Disk charges continue; no GPU charges"
     assert out["event"] == "preempt"
     assert out["instance"]["cur_state"] == out["instance"]["intended_status"] == out["instance"]["next_state"] == "stopped"
     sim.advance(30)
@@ -147,7 +148,7 @@ def test_offline_and_online_round_trip(sim):
     iid, _ = rent(sim, bid=False)
     row = sim.ctl("POST", f"instances/{iid}/offline")["instance"]
     # docs.vast.ai show-instances: "offline" = host machine disconnected from Vast servers;
-    # it will not reach running by itself (docs api-reference/hello-world)
+    # the simulator keeps it so until /online (a simulator choice, docs/vastsim.md)
     assert row["actual_status"] == "offline" and row["intended_status"] == "running"
     assert "Host offline" in row["status_msg"] and "heartbeat" in row["status_msg"]
     assert "ports" not in row or row["ports"] is None

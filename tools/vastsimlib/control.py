@@ -176,8 +176,18 @@ def _instance_net(app, sim, body, m):
 
 def _instance_fail(app, sim, body, m):
     inst = _live(sim, m)
-    sim.fail(inst, "oci" if m.group(2) == "oci_fail" else "outbid")
+    sim.fail(inst, "oci")
     return 200, {"ok": True, "instance": inst.row(sim.clock.now())}
+
+
+def _instance_event(app, sim, body, m):
+    # A platform event on one live instance (state.Sim.event, where each names its source):
+    # gpu_taken / gpu_released (another tenant rents / frees this machine's GPUs), preempt (an
+    # interruptible instance is outbid; 400 for on-demand) and its older name outbid (no
+    # on-demand check), offline / online (the host is lost / comes back).
+    inst = _live(sim, m)
+    sim.event(inst, m.group(2))
+    return 200, {"ok": True, "event": m.group(2), "instance": inst.row(sim.clock.now())}
 
 
 def _offer_action(app, sim, body, m):
@@ -222,7 +232,8 @@ CONTROLS = [(verb, re.compile("^/_sim/" + pattern + "$"), handler) for verb, pat
     ("POST", r"offers/(\d+)/outbid", _offer_outbid),
     ("POST", r"offers/(\d+)/(take|release|unavail|avail)", _offer_action),
     ("POST", r"instances/(\d+)/net", _instance_net),
-    ("POST", r"instances/(\d+)/(oci_fail|outbid)", _instance_fail),
+    ("POST", r"instances/(\d+)/(oci_fail)", _instance_fail),
+    ("POST", r"instances/(\d+)/(gpu_taken|gpu_released|preempt|outbid|offline|online)", _instance_event),
     ("POST", r"instances/(\d+)/force", _force),
     ("POST", r"instances/bulk", lambda app, sim, body, m: (200, {"ids": _bulk(sim, body)})),
     ("GET", r"offers", lambda app, sim, body, m: (200, {"offers": sim.available_offers()})),

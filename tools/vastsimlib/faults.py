@@ -12,13 +12,48 @@ ENDPOINTS = {"search", "create", "list", "show", "manage", "reboot", "recycle", 
              "charges", "invoices", "ssh", "logs", "gpu_names", "execute", "results", "*"}
 
 
+# Platform events a rule can fire instead of a fault (state.Sim.event names their sources).
+# The event happens when the matching request arrives; that request is then answered normally.
+EVENTS = {"gpu_taken", "gpu_released", "preempt", "offline", "online"}
+EVENT_AT = {"before", "after"}   # applied before the request is handled, or after it (before the answer)
+EVENT_KEYS = {"event", "endpoint", "method", "times", "probability", "after", "label", "instance_id", "at"}
+
+
+def _validate_event(rule):
+    bad = set(rule) - EVENT_KEYS - {"seen", "fired", "applied", "skipped"}
+    if bad:
+        raise ValueError(f"an event rule takes only {sorted(EVENT_KEYS)}, not {sorted(bad)}")
+    rule["event"] = str(rule["event"])
+    if rule["event"] not in EVENTS:
+        raise ValueError(f"unknown event {rule['event']!r}; one of {sorted(EVENTS)}")
+    if "label" in rule and "instance_id" in rule:
+        raise ValueError("an event rule names its instances by label (a prefix) or instance_id, not both")
+    if "label" in rule:
+        if not isinstance(rule["label"], str) or not rule["label"]:
+            raise ValueError("label must be a non-empty string (a label prefix)")
+    if "instance_id" in rule:
+        iid = rule["instance_id"]
+        if isinstance(iid, bool) or not str(iid).isdigit():
+            raise ValueError(f"instance_id must be a positive integer, not {iid!r}")
+        rule["instance_id"] = int(iid)
+    rule["at"] = str(rule.get("at", "before"))
+    if rule["at"] not in EVENT_AT:
+        raise ValueError(f"at must be one of {sorted(EVENT_AT)}, not {rule['at']!r}")
+
+
 def validate_rule(rule):
     if not isinstance(rule, dict):
         raise ValueError("a fault rule must be an object")
     rule = dict(rule)
-    rule["fault"] = str(rule.get("fault", ""))
-    if rule["fault"] not in FAULTS:
-        raise ValueError(f"unknown fault {rule['fault']!r}; one of {sorted(FAULTS)}")
+    if "event" in rule:
+        if "fault" in rule:
+            raise ValueError("a rule has either a fault or an event, not both")
+        _validate_event(rule)
+    else:
+        rule["fault"] = str(rule.get("fault", ""))
+        if rule["fault"] not in FAULTS:
+            raise ValueError(f"unknown fault {rule['fault']!r}; one of {sorted(FAULTS)} "
+                             f"(or an event rule: \"event\" one of {sorted(EVENTS)})")
     rule.setdefault("endpoint", "*")
     if rule["endpoint"] not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {rule['endpoint']!r}; one of {sorted(ENDPOINTS)}")
@@ -29,8 +64,13 @@ def validate_rule(rule):
     rule["after"] = int(rule.get("after", 0))
     if "seconds" in rule:
         rule["seconds"] = float(rule["seconds"])
+    if not 0 <= rule["probability"] <= 1:
+        raise ValueError("probability must be between 0 and 1")
     rule["seen"] = 0    # matching requests so far
     rule["fired"] = 0
+    if "event" in rule:
+        rule["applied"] = []   # ids of the instances the event was applied to
+        rule["skipped"] = []   # ids it could not apply to (e.g. preempt of an on-demand instance)
     return rule
 
 
@@ -50,10 +90,17 @@ def parse_spec(spec):
     for part in filter(None, (p.strip() for p in spec.split(","))):
         bits = part.split(":")
         if len(bits) < 2:
-            raise ValueError(f"bad fault rule {part!r}; expected endpoint:fault[:key=value...]")
-        rule = {"endpoint": bits[0], "fault": bits[1]}
-        for kv in bits[2:]:
-            k, _, v = kv.partition("=")
+            raise ValueError(f"bad fault rule {part!r}; expected endpoint:fault[:key=value...] "
+                             "or endpoint:event=EVENT[:key=value...]")
+        rule = {"endpoint": bits[0]}
+        rest = bits[1:]
+        if "=" not in rest[0]:
+            name = rest.pop(0)
+            rule["event" if name in EVENTS else "fault"] = name
+        for kv in rest:
+            k, eq, v = kv.partition("=")
+            if not eq:
+                raise ValueError(f"bad fault rule {part!r}: {kv!r} is not key=value")
             rule[k] = v
         rules.append(validate_rule(rule))
     return rules
@@ -83,6 +130,8 @@ class Faults:
         """The fault rule that fires for this request, or None. times=-1 means forever."""
         with self.lock:
             for rule in self.rules:
+                if "event" in rule:
+                    continue
                 if rule["endpoint"] not in ("*", endpoint):
                     continue
                 if rule.get("method") and rule["method"] != method:
@@ -97,6 +146,36 @@ class Faults:
                 rule["fired"] += 1
                 return dict(rule)
         return None
+
+
+    def pick_events(self, endpoint, method):
+        """Every event rule that fires for this request (all of them: events do not answer the
+        request, so several can happen at one step). Returns the live rule dicts: the caller
+        records the instances it applied each to under the lock (`note_applied`)."""
+        fired = []
+        with self.lock:
+            for rule in self.rules:
+                if "event" not in rule:
+                    continue
+                if rule["endpoint"] not in ("*", endpoint):
+                    continue
+                if rule.get("method") and rule["method"] != method:
+                    continue
+                if rule["times"] >= 0 and rule["fired"] >= rule["times"]:
+                    continue
+                rule["seen"] += 1
+                if rule["seen"] <= rule["after"]:
+                    continue
+                if rule["probability"] < 1 and self.rng.random() >= rule["probability"]:
+                    continue
+                rule["fired"] += 1
+                fired.append(rule)
+        return fired
+
+    def note_applied(self, rule, applied, skipped):
+        with self.lock:
+            rule["applied"].extend(applied)
+            rule["skipped"].extend(skipped)
 
 
 # Documented x-rate-limit thresholds: minimum seconds between calls per identity and endpoint.

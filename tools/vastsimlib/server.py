@@ -406,9 +406,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         endpoint, handler, auth = route
         entry["endpoint"] = endpoint
+        events = app.faults.pick_events(endpoint, method)
+        later = [r for r in events if r["at"] == "after"]
+        self._events(app, [r for r in events if r["at"] == "before"], params, raw, None, entry)
         fault = app.faults.pick(endpoint, method)
         if fault and fault["fault"] not in ("lost_response", "crash"):
             entry["fault"] = fault["fault"]
+            self._events(app, later, params, raw, None, entry)
             self._inject(fault, entry)
             return
         try:
@@ -434,6 +438,7 @@ class Handler(BaseHTTPRequestHandler):
             status, obj = 500, {"success": False, "error": "server_error",
                                 "msg": "Internal server error (see the simulator's stderr)"}
         entry["status"] = status
+        self._events(app, later, params, raw, obj, entry)
         if fault:  # lost_response: the operation happened, the answer never arrives
             entry["fault"] = "lost_response"
             self.reset()
@@ -442,6 +447,31 @@ class Handler(BaseHTTPRequestHandler):
             self.send_text(status, obj)
         else:
             self.send_json(status, obj)
+
+    def _events(self, app, rules, params, raw, answer, entry):
+        """Apply fired event rules (faults.EVENTS) to their instances, under the state lock:
+        those named by the rule (instance_id, or every live instance whose label starts with
+        `label`), else those the request addresses (its {id}, a bulk body's ids/instance_ids,
+        and for at=after a create's new_contract/new_contracts)."""
+        if not rules:
+            return
+        sim = app.sim
+        with sim.lock:
+            sim.tick()
+            for rule in rules:
+                applied, skipped = [], []
+                for inst in _event_targets(sim, rule, entry["endpoint"], params, raw, answer):
+                    try:
+                        sim.event(inst, rule["event"])
+                        applied.append(inst.id)
+                    except (ApiError, ValueError):
+                        skipped.append(inst.id)
+                app.faults.note_applied(rule, applied, skipped)
+                entry.setdefault("events", []).append({"event": rule["event"], "applied": applied,
+                                                       "skipped": skipped})
+            sim.invalidate_caches()
+            if sim.state_file:
+                sim.save()
 
     def _authenticate(self, req, auth):
         key = None
@@ -495,6 +525,38 @@ class Handler(BaseHTTPRequestHandler):
             msgs = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
                     504: "Gateway Timeout"}
             self.send_json(status, {"success": False, "error": "server_error", "msg": msgs[status]})
+
+
+def _event_targets(sim, rule, endpoint, params, raw, answer):
+    if "instance_id" in rule:
+        inst = sim.get_live(rule["instance_id"])
+        return [inst] if inst else []
+    if "label" in rule:
+        return sorted((i for i in sim.live_instances() if str(i.label or "").startswith(rule["label"])),
+                      key=lambda i: i.id)
+    ids = []
+    if str(params.get("id") or "").isdigit():
+        ids.append(int(params["id"]))
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {}
+    # a create's body names offers (bulk "ids"), not instances
+    sources = ([body] if endpoint != "create" else []) + ([answer] if isinstance(answer, dict) else [])
+    for src in sources:
+        if not isinstance(src, dict):
+            continue
+        for key in ("ids", "instance_ids", "new_contracts"):
+            if isinstance(src.get(key), list):
+                ids.extend(v for v in src[key] if isinstance(v, int) and not isinstance(v, bool))
+        if src is answer and isinstance(src.get("new_contract"), int):
+            ids.append(src["new_contract"])
+    out = []
+    for iid in dict.fromkeys(ids):
+        inst = sim.get_live(iid)
+        if inst is not None:
+            out.append(inst)
+    return out
 
 
 class Server(ThreadingHTTPServer):

@@ -22,6 +22,15 @@ T_STOP = 3.0           # running → stopped
 T_REBOOT = 8.0         # rebooting → running
 T_SCHEDULE = 2.0       # start accepted → loading (when the GPU is free)
 
+# A start that waits for a GPU another tenant holds. The exact live status_msg is not public;
+# the vast CLI's `start instance` help (docs.vast.ai/cli/reference/start-instance) says an
+# instance "stuck in the \"scheduling\" state for more than 30 seconds" means "the required
+# resources on the machine to run your instance are currently unavailable".
+MSG_SCHEDULING = "Scheduling: waiting for the GPU to become available (required resources on the machine are unavailable)"
+# docs.vast.ai/cli/reference/show-instances: actual_status "offline" = "Host machine disconnected
+# from Vast servers (computed, not stored in DB)"; "unknown" = "No recent heartbeat from the host".
+MSG_OFFLINE = "Host offline: no recent heartbeat from the host"
+
 STORED_COLUMNS = {"id", "label", "actual_status", "intended_status", "cur_state", "next_state",
                   "gpu_name", "verification", "machine_id", "host_id", "image_uuid", "start_date",
                   "geolocation", "template_id", "template_hash_id", "is_bid",
@@ -73,6 +82,7 @@ class Instance:
         self.log_lines = []
         self.booted = False                 # first boot pulls the image (T_LOAD), later ones are quick
         self.backend = {}                   # free-form data a hosts backend keeps per instance
+        self.host_down = False              # /_sim/instances/<id>/offline: the host lost until /online
 
     # --- env helpers -------------------------------------------------------------------
     def extra_env(self):
@@ -159,6 +169,14 @@ class Instance:
             "uptime_mins": self.uptime_mins(now), "client_run_time": 0.0, "host_run_time": 0.0,
             "time_remaining": "", "time_remaining_isbid": "", "volume_info": [],
         })
+        # Interruptible rentals (a create with `price` is a bid: dstack issue #4026, vast-cli PR
+        # #403): is_bid true, dph_total = the bid + storage, min_bid the machine's listed floor.
+        # Simulator choice (no source shows a live bid row's breakdown): the row's "instance"
+        # price breakdown is what this rental pays (the bid), not the offer's search price.
+        storage = billing.storage_rate(self)
+        row["instance"] = dict(o.get("instance") or {}, gpuCostPerHour=round(self.gpu_rate, 6),
+                               diskHour=storage, totalHour=row["dph_total"],
+                               discountedTotalPerHour=row["dph_total"])
         net = dict(self.net)
         if not running:
             net["ports"] = None   # ports only while running
@@ -319,6 +337,8 @@ class Sim:
                 self.hosts.on_stop(inst)
 
     def _advance(self, inst, now):
+        if getattr(inst, "host_down", False):
+            return  # the host is gone: nothing changes until it comes back (host_online)
         while inst.pending is not None and not inst.hold and inst.pending[0] <= now:
             t, target = inst.pending
             if target == "running" and not self._backend_ready(inst):
@@ -365,6 +385,96 @@ class Sim:
         else:
             raise ValueError(f"unknown failure {kind!r}; one of oci, outbid")
         self.version += 1
+
+    # --- platform events (/_sim/instances/<id>/<event> and fault-rule events) -----------------
+    EVENTS = ("gpu_taken", "gpu_released", "preempt", "outbid", "offline", "online")
+
+    def event(self, inst, name):
+        """Apply one platform event to a live instance (ValueError/ApiError when it cannot apply)."""
+        if name not in self.EVENTS:
+            raise ValueError(f"unknown event {name!r}; one of {list(self.EVENTS)}")
+        getattr(self, "_ev_" + name)(inst)
+        self.version += 1
+
+    def _ev_gpu_taken(self, inst):
+        # Another tenant rents the GPUs of this instance's machine. A running contract keeps its
+        # GPU (vast.ai/docs/renting/instance-details, Stop / Start: on stop "the GPU will become
+        # available, so you no longer have GPU priority"), so only a later start is affected: it
+        # stays in scheduling (docs.vast.ai/cli/reference/start-instance: "stuck in the
+        # \"scheduling\" state" when "the required resources on the machine to run your
+        # instance are currently unavailable"), here for as long as the GPU is taken.
+        self.taken.add(inst.offer["id"])
+        if (inst.intended_status == "running" and inst.actual_status in ("stopped", "exited")
+                and inst.pending is not None and inst.pending[1] == "loading"):
+            inst.pending = None     # a start still in scheduling loses the race for the GPU
+            inst.status_msg = MSG_SCHEDULING
+        self._available = None
+
+    def _ev_gpu_released(self, inst):
+        self.taken.discard(inst.offer["id"])
+        self._available = None
+        self._advance(inst, self.clock.now())   # a waiting start goes on at once
+
+    def _ev_outbid(self, inst):
+        self.fail(inst, "outbid")
+
+    def _ev_preempt(self, inst):
+        # Only bids are outbid: vast.ai/docs/renting/instance-details — interruptible instances
+        # "use a bidding system for priority ... Lower priority instances are paused"; on-demand
+        # ones have "exclusive control over the GPU(s) and have high priority". The fields are
+        # those of fail("outbid") (dstack PR #4037); the docs' "paused until they become the
+        # highest priority" is not modelled: the instance stays stopped, as dstack reads it.
+        if inst.bid is None:
+            raise ApiError(400, "invalid_args", f"instance {inst.id} is on-demand (is_bid false): "
+                           "only an interruptible (bid) instance can be outbid")
+        self.fail(inst, "outbid")
+
+    def _ev_offline(self, inst):
+        # The host is lost: actual_status "offline" (docs.vast.ai/cli/reference/show-instances:
+        # "Host machine disconnected from Vast servers (computed, not stored in DB)"; "unknown"
+        # is "No recent heartbeat from the host"). Simulator choice: it stays offline until
+        # /online (no source says when a host returns; clients treat offline as terminal while
+        # provisioning, docs/vast-api-notes.md "Readiness"). intended_status is kept: it is
+        # what the instance goes back to when the host returns.
+        now = self.clock.now()
+        if getattr(inst, "host_down", False):
+            return
+        self._advance(inst, now)
+        inst.host_down = True
+        inst.pre_offline = inst.actual_status
+        inst.set_actual("offline", now)     # no GPU billing while the host is gone
+        inst.status_msg = MSG_OFFLINE
+        inst.log_lines.append(f"[{now:.0f}] host offline")
+        if self.hosts is not None:
+            self.hosts.on_stop(inst)        # --hosts docker: the box stops, its ports go dark
+
+    def _ev_online(self, inst):
+        # The host is back: the instance continues towards intended_status (a running contract
+        # still holds its GPU; a stop asked for meanwhile is carried out).
+        if not getattr(inst, "host_down", False):
+            return
+        now = self.clock.now()
+        inst.host_down = False
+        before = getattr(inst, "pre_offline", None)
+        inst.pre_offline = None
+        inst.log_lines.append(f"[{now:.0f}] host online")
+        if inst.intended_status == "running":
+            if before is None:
+                inst.set_actual(None, now)
+                inst.pending = (now + T_PROVISION, "loading")
+            elif before in ("stopped", "exited"):
+                inst.set_actual(before, now)      # a start waiting for its GPU waits on (_advance)
+                inst.status_msg = MSG_SCHEDULING if inst.offer["id"] in self.taken else "Scheduling"
+            else:
+                self._enter(inst, "loading", now)   # the container restarts on the returned host
+            if self.hosts is not None:
+                self.hosts.on_start(inst)
+        else:
+            inst.set_actual("stopped", now)
+            inst.cur_state = inst.next_state = "stopped"
+            inst.pending = None
+            inst.status_msg = inst.status_msg if (inst.status_msg or "").startswith("Stopped") else "Stopped."
+        self._advance(inst, now)
 
     def _enter(self, inst, status, t):
         if status == "loading" and getattr(inst, "doomed", None):
@@ -457,8 +567,10 @@ class Sim:
             return  # already running or on its way
         inst.intended_status = "running"
         inst.next_state = "running"
+        if getattr(inst, "host_down", False):
+            return  # the host is offline: the start is carried out when it returns (_ev_online)
         if inst.offer["id"] in self.taken:
-            inst.status_msg = "Scheduling: waiting for the GPU to become available"
+            inst.status_msg = MSG_SCHEDULING
             inst.pending = None
         elif inst.actual_status is None:
             inst.pending = (now + T_PROVISION, "loading")
@@ -481,6 +593,8 @@ class Sim:
         now = self.clock.now()
         inst.intended_status = "running"
         inst.next_state = "running"
+        if getattr(inst, "host_down", False):
+            return  # nothing reaches an offline host; it restarts towards running when it returns
         inst.set_actual("loading", now)
         inst.status_msg = f"Recycling: pulling {inst.image}"
         inst.pending = (now + T_LOAD, "running")
@@ -513,7 +627,7 @@ class Sim:
             inst.intended_status = "running"
             inst.cur_state = "stopped"
             inst.next_state = "running"
-            inst.status_msg = "Scheduling: waiting for the GPU to become available"
+            inst.status_msg = MSG_SCHEDULING
         elif actual_status is not None:
             inst.set_actual(actual_status if actual_status != "null" else None, now)
             if actual_status in ("running", "loading", "null"):

@@ -91,3 +91,31 @@ def test_none_backend_is_plausible():
     assert "22/tcp" in row["ports"]
     with pytest.raises(ValueError):
         load_backend("kvm", s)
+
+
+def test_platform_events_reach_the_backend(sim):
+    # --hosts docker stops the box on preempt and offline (its ports go dark) and starts it again
+    # when the host returns: the events reach the backend as on_stop / on_start
+    sim.hosts.ready = True
+    bid = sim.catalogue[1]
+    inst = sim.create(bid["id"], {"image": "img", "disk": 10, "price": bid["min_bid"] * 2}, "ik")
+    sim.clock.advance(3600)
+    sim.tick()
+    assert inst.actual_status == "running"
+    sim.event(inst, "offline")
+    assert inst.actual_status == "offline" and sim.hosts.events[-1] == ("stop", inst.id)
+    sim.clock.advance(3600)
+    sim.tick()
+    assert inst.actual_status == "offline"
+    sim.event(inst, "online")
+    assert sim.hosts.events[-1] == ("start", inst.id)
+    sim.clock.advance(60)
+    sim.tick()
+    assert inst.actual_status == "running"
+    sim.event(inst, "preempt")
+    assert sim.hosts.events[-1] == ("stop", inst.id)
+    sim.clock.advance(60)
+    sim.tick()
+    assert (inst.actual_status, inst.intended_status) == ("stopped", "stopped")
+    with pytest.raises(ValueError, match="unknown event"):
+        sim.event(inst, "meteor")

@@ -241,3 +241,40 @@ def test_orphans_of_dead_simulators_are_removed_live_ones_kept(images):
             assert names["dead"] not in present and names["live"] in present, tool
     finally:
         docker("rm", "-f", *names.values(), check=False)
+
+
+def test_platform_events_stop_and_restart_the_box(images):
+    # /_sim/instances/<id>/offline: the host is lost, so the box is stopped and its ports go
+    # dark; /online brings it back; /preempt stops it for good (an outbid interruptible)
+    with start_vastsim(hosts="docker") as sim:
+        api = Api(sim)
+        offer = api("POST", "/api/v0/bundles", json={"limit": 5, "type": "bid"})["offers"][-1]
+        created = api("PUT", f"/api/v0/asks/{offer['id']}/",
+                      json={"image": images["vllm"], "disk": 16, "args": ["org/tiny"], "price": offer["min_bid"] * 2,
+                            "env": {"-p 8000:8000": "1", "STANDIN_LOAD_SECONDS": "0"}, "runtype": "args"})
+        iid = created["new_contract"]
+        port = int(api.wait(iid, "running")["ports"]["8000/tcp"][0]["HostPort"])
+        wait_port(port, timeout=20)
+
+        def box():
+            [(_, state)] = containers(sim.proc.pid, iid).items()
+            return state
+
+        def settle(want, timeout=30):
+            deadline = time.monotonic() + timeout
+            while box() != want:
+                assert time.monotonic() < deadline, f"container {box()}, not {want}"
+                time.sleep(0.2)
+
+        assert sim.ctl("POST", f"instances/{iid}/offline")["instance"]["actual_status"] == "offline"
+        settle("exited")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=3)
+        sim.ctl("POST", f"instances/{iid}/online")
+        api.wait(iid, "running")
+        assert box() == "running"
+        wait_port(port, timeout=20)
+        sim.ctl("POST", f"instances/{iid}/preempt")
+        settle("exited")
+        sim.advance(30)
+        assert api.show(iid)["actual_status"] == "stopped"

@@ -78,7 +78,7 @@ def test_preempted_replica_is_replaced_and_a_stopped_one_left(env):
     labels = by_label(env)
     old1, old2 = labels["ks-1"][0], labels["ks-2"][0]
     env.play("power_off", {"instance_label": "ks-2"})
-    env.sim.ctl("POST", f"instances/{old1['id']}/outbid")
+    env.sim.ctl("POST", f"instances/{old1['id']}/preempt")
     env.sim.settle(old1["id"], "stopped")
 
     before = env.sim.state()["instances"]
@@ -102,7 +102,7 @@ def test_preempted_replica_is_replaced_and_a_stopped_one_left(env):
 
 def test_two_overlapping_runs_rent_one_replacement(env):
     old1 = by_label(env)["ks-1"][0]
-    env.sim.ctl("POST", f"instances/{old1['id']}/outbid")
+    env.sim.ctl("POST", f"instances/{old1['id']}/preempt")
     env.sim.settle(old1["id"], "stopped")
     env.sim.clear_requests()
     results = []
@@ -126,9 +126,23 @@ def test_two_overlapping_runs_rent_one_replacement(env):
     assert any(r[0].rc == 0 for r in results), [r[1][-3000:] for r in results]
 
 
+def test_offline_host_is_replaced_after_its_grace(env):
+    old1 = by_label(env)["ks-1"][0]
+    env.sim.ctl("POST", f"instances/{old1['id']}/offline")
+    r, out = keep_serving(env)
+    assert "ks-1: watch" in out  # first seen now: the grace starts
+    assert by_label(env)["ks-1"][0]["id"] == old1["id"]
+    observed = [e for e in audit_actions(env) if e["action"] == "observed_offline"]
+    assert observed and observed[-1]["instance_id"] == old1["id"]
+    env.play("keep_serving", dict(COMMON, keep_serving_services=[dict(SERVICE, offline_grace_minutes=0.01)]))
+    new1 = by_label(env)["ks-1"][0]
+    assert new1["id"] != old1["id"] and serves(env, new1, token(env, "ks-1"))
+    assert env.sim.instance(old1["id"])["actual_status"] == "destroyed"
+
+
 def test_power_on_whose_gpu_was_taken_is_replaced(env):
     old2 = by_label(env)["ks-2"][0]
-    env.sim.ctl("POST", f"offers/{old2['offer_id']}/take")
+    env.sim.ctl("POST", f"instances/{old2['id']}/gpu_taken")
     r, out = env.play("power_on", dict(COMMON, instance_label="ks-2", on_unavailable="replace", start_timeout=5,
                                        vast_profile="budget", health_port=8000))
     labels = by_label(env)
@@ -146,7 +160,7 @@ def test_power_on_fail_cancels_the_start(env):
     row = by_label(env)["ks-2"][0]
     env.play("power_off", {"instance_label": "ks-2"})
     env.sim.settle(row["id"], "stopped")
-    env.sim.ctl("POST", f"offers/{row['offer_id']}/take")
+    env.sim.ctl("POST", f"instances/{row['id']}/gpu_taken")
     r, out = env.play("power_on", dict(COMMON, instance_label="ks-2", on_unavailable="fail", start_timeout=3,
                                        health_port=8000), expect_rc=2)
     assert "start_timeout" in out and str(row["id"]) in out

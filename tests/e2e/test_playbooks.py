@@ -250,6 +250,22 @@ def test_idle_shutdown(env, fleet):
         assert secret not in env.audit.read_text()
 
 
+def test_keep_serving_never_restarts_what_idle_shutdown_stopped(env, fleet):
+    # e2e-idle was stopped by idle shutdown (auto_shutdown_complete in the audit trail): the
+    # reconcile job leaves it stopped and rents nothing (issue 16), also when it is interruptible-
+    # looking (all three state fields stopped) and its GPU was taken meanwhile.
+    idle = env.instances()["e2e-idle"]
+    env.sim.ctl("POST", f"instances/{idle['id']}/gpu_taken")
+    before = {i["id"] for i in env.sim.state()["instances"]}
+    r, out = env.play("keep_serving", {"keep_serving_services": [{"name": "e2e-idle", "profile": "budget"},
+                                                                   {"name": "e2e-busy", "profile": "budget"}]})
+    assert "e2e-idle: leave" in out and "auto_shutdown" in out
+    assert "e2e-busy: ok" in out
+    assert {i["id"] for i in env.sim.state()["instances"]} == before
+    assert env.instances()["e2e-idle"]["actual_status"] == "stopped"
+    env.sim.ctl("POST", f"instances/{idle['id']}/gpu_released")
+
+
 def _host_sh(label, script):
     cid = _docker("ps", "-q", "--filter",
                   f"label=llmops-vastai.vastsim.instance={_instances_by_label()[label]['id']}").stdout.decode().strip()

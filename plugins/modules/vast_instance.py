@@ -269,7 +269,7 @@ options:
   start_timeout:
     description:
       - Seconds a start of an existing instance may stay in C(scheduling) (asked to run, still
-        stopped: on vast.ai another tenant may have rented its GPU while it was stopped, and the
+        stopped; on vast.ai another tenant may have rented its GPU while it was stopped, and the
         start then waits until they let go, possibly for hours).
       - When it runs out the task fails with RV(unavailable=true) and the start is cancelled
         (the instance is stopped again), so it cannot begin billing GPU time later, unattended.

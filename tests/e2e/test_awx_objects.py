@@ -104,6 +104,8 @@ def test_schedules():
     idle = scheds["vast.ai - idle shutdown"]
     gap, _ = _next_gap(idle["rrule"])
     assert gap == 300, "idle shutdown must run every 5 minutes"
+    keep = scheds["vast.ai - keep serving"]
+    assert _next_gap(keep["rrule"])[0] == 600, "keep serving must run every 10 minutes"
     cost = scheds["vast.ai - cost report"]
     gap, first = _next_gap(cost["rrule"])
     assert gap == 86400, "cost report must run daily"
@@ -156,7 +158,10 @@ def test_survey_specs_ask_for_what_the_playbooks_read():
     profiles = yaml.safe_load((REPO / "playbooks" / "vars" / "profiles.yml").read_text())["vast_profiles"]
     surveyed = {t["playbook"]: t["survey"] for t in templates if "survey" in t}
     assert set(surveyed) == {"playbooks/provision.yml", "playbooks/deploy.yml", "playbooks/power_on.yml",
-                             "playbooks/power_off.yml", "playbooks/teardown.yml"}
+                             "playbooks/power_off.yml", "playbooks/teardown.yml", "playbooks/keep_serving.yml"}
+    # a scheduled job with a survey: nobody answers at 3 am, so every answer has a default
+    for q in surveyed["playbooks/keep_serving.yml"]["spec"]:
+        assert not q["required"] and q.get("default") is not None, q
     for t in templates:
         if "survey" not in t:
             continue

@@ -25,7 +25,7 @@ keep_serving.yml (no faults) settles the service (up to FOLLOW_UPS runs, until i
   and every instance the run created that is still live when it ends.
 
     python -m tests.campaigns.replace_faults [--flows keep_serving,power_on] [--kinds ...]
-                                             [--stride N] [--limit N] [-v]
+                                             [--stride N] [--at create,destroy] [--limit N] [-v]
 """
 import argparse
 import json
@@ -142,12 +142,12 @@ def steps_of(log):
     return out
 
 
-def injections(flow, steps, label, kinds=KINDS, stride=1):
+def injections(flow, steps, label, kinds=KINDS, stride=1, at=None):
     """[(flow, k, kind, rule-maker)]: the rule needs the old instance's id, known at run time."""
     out = []
     create_at = next((i for i, s in enumerate(steps) if s[0] == "create"), None)
     for k, (ep, method, n) in enumerate(steps):
-        if k % stride:
+        if k % stride or (at and ep not in at):
             continue
         base = {"endpoint": ep, "method": method, "after": n, "times": 1}
         for kind in kinds:
@@ -168,10 +168,10 @@ def injections(flow, steps, label, kinds=KINDS, stride=1):
 
 class Campaign:
     def __init__(self, flows=("keep_serving", "power_on"), kinds=KINDS, stride=1, limit=None, plan=None,
-                 out=sys.stdout, verbose=False):
+                 out=sys.stdout, verbose=False, at=None):
         """``plan``: optional fixed list of (flow, step endpoint, step n, kind) instead of every step."""
         self.flows, self.kinds, self.stride, self.limit, self.plan = flows, kinds, stride, limit, plan
-        self.out, self.verbose = out, verbose
+        self.out, self.verbose, self.at = out, verbose, at
         self.records, self.recordings = [], {}
 
     # -- plumbing
@@ -341,7 +341,7 @@ class Campaign:
             todo = []
             for flow in self.flows:
                 steps = self.record(flow)
-                inj = injections(flow, steps, SERVICES[flow]["name"], self.kinds, self.stride)
+                inj = injections(flow, steps, SERVICES[flow]["name"], self.kinds, self.stride, self.at)
                 if self.plan:
                     want = [(ep, n, kind) for f, ep, n, kind in self.plan if f == flow]
                     inj = [i for i in inj if (steps[i[1]][0], steps[i[1]][2], i[2]) in want]
@@ -406,9 +406,11 @@ def main(argv=None):
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--stride", type=int, default=1, help="inject at every N-th step only")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--at", default="", help="only the steps at these endpoints (comma-separated)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
-    s = Campaign(tuple(a.flows.split(",")), tuple(a.kinds.split(",")), a.stride, a.limit, verbose=a.verbose).go()
+    s = Campaign(tuple(a.flows.split(",")), tuple(a.kinds.split(",")), a.stride, a.limit, verbose=a.verbose,
+                 at=tuple(x for x in a.at.split(",") if x) or None).go()
     return 1 if s["bad_runs"] else 0
 
 

@@ -382,10 +382,10 @@ class Campaign:
     def print_summary(self, s):
         cols = ("steps", "injections", "fired", "runs", "failed", "orphans", "doubles", "unnamed", "unnamed_old",
                 "defects")
-        hdr = "%-13s" % "flow" + "".join("%11s" % c for c in cols)
+        hdr = "%-13s" % "flow" + "".join("%12s" % c for c in cols)
         lines = ["", "=== replacement fault campaign (%d s) ===" % s["seconds"], hdr, "-" * len(hdr)]
         for flow, p in list(s["per_flow"].items()) + [("total", s["total"])]:
-            lines.append("%-13s" % flow + "".join("%11s" % p.get(c, "") for c in cols))
+            lines.append("%-13s" % flow + "".join("%12s" % p.get(c, "") for c in cols))
         lines.append("(injections: one rule per run; fired: the rule hit a request; runs: faulted runs + "
                      "follow-up keep_serving runs; doubles: double rentals; unnamed: failed runs not naming "
                      "a live instance they created; unnamed_old: not naming the old instance, still live)")

@@ -260,6 +260,10 @@ def plan(services, rows, events, now, health, profiles):
 
 
 def _rental(svc, label, service_label, old, reason, cap):
-    return {"label": label, "token_label": service_label, "service": svc["name"], "profile": svc["profile"],
+    summary = None
+    if old is not None:
+        summary = "%s is instance %s, %s, billing $%.3f/h" % (service_label, old["id"], old.get("actual_status"),
+                                                             burn_rate(old))
+    return {"old_summary": summary, "label": label, "token_label": service_label, "service": svc["name"], "profile": svc["profile"],
             "interruptible": svc["interruptible"], "bid_price": svc["bid_price"], "max_dph": cap,
             "old": old, "reason": reason, "replace_old": svc["replace_old"]}

@@ -26,8 +26,8 @@ def check(summary, text):
     assert tot["orphans"] == 0, problems
     assert tot["doubles"] == 0, problems
     assert tot["unnamed"] == 0, problems
-    # the old instance left as it was (stopped, label kept) is not yet named by every failure:
-    # counted and printed, not asserted (report of issue 16)
+    # a failed replacement also names the old instance it left as it was (id, state, $/h)
+    assert tot["unnamed_old"] == 0, problems
 
 
 def test_replace_fault_sample(capsys):

@@ -126,51 +126,36 @@ class Faults:
         with self.lock:
             return [dict(r) for r in self.rules]
 
+    def _fires(self, rule, endpoint, method):
+        """Count this request against ``rule`` and say whether it fires now (under the lock)."""
+        if rule["endpoint"] not in ("*", endpoint):
+            return False
+        if rule.get("method") and rule["method"] != method:
+            return False
+        if rule["times"] >= 0 and rule["fired"] >= rule["times"]:
+            return False
+        rule["seen"] += 1
+        if rule["seen"] <= rule["after"]:
+            return False
+        if rule["probability"] < 1 and self.rng.random() >= rule["probability"]:
+            return False
+        rule["fired"] += 1
+        return True
+
     def pick(self, endpoint, method):
         """The fault rule that fires for this request, or None. times=-1 means forever."""
         with self.lock:
             for rule in self.rules:
-                if "event" in rule:
-                    continue
-                if rule["endpoint"] not in ("*", endpoint):
-                    continue
-                if rule.get("method") and rule["method"] != method:
-                    continue
-                if rule["times"] >= 0 and rule["fired"] >= rule["times"]:
-                    continue
-                rule["seen"] += 1
-                if rule["seen"] <= rule["after"]:
-                    continue
-                if rule["probability"] < 1 and self.rng.random() >= rule["probability"]:
-                    continue
-                rule["fired"] += 1
-                return dict(rule)
+                if "event" not in rule and self._fires(rule, endpoint, method):
+                    return dict(rule)
         return None
-
 
     def pick_events(self, endpoint, method):
         """Every event rule that fires for this request (all of them: events do not answer the
         request, so several can happen at one step). Returns the live rule dicts: the caller
         records the instances it applied each to under the lock (`note_applied`)."""
-        fired = []
         with self.lock:
-            for rule in self.rules:
-                if "event" not in rule:
-                    continue
-                if rule["endpoint"] not in ("*", endpoint):
-                    continue
-                if rule.get("method") and rule["method"] != method:
-                    continue
-                if rule["times"] >= 0 and rule["fired"] >= rule["times"]:
-                    continue
-                rule["seen"] += 1
-                if rule["seen"] <= rule["after"]:
-                    continue
-                if rule["probability"] < 1 and self.rng.random() >= rule["probability"]:
-                    continue
-                rule["fired"] += 1
-                fired.append(rule)
-        return fired
+            return [rule for rule in self.rules if "event" in rule and self._fires(rule, endpoint, method)]
 
     def note_applied(self, rule, applied, skipped):
         with self.lock:

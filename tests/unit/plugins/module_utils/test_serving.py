@@ -52,6 +52,7 @@ def test_preempted_interruptible_is_replaced_under_a_temporary_label():
     (rent,) = p["rent"]
     assert rent["label"] == "chat-replacement" and rent["token_label"] == "chat" and rent["old"]["id"] == 5
     assert rent["interruptible"] is True
+    assert rent["old_summary"].startswith("chat is instance 5, stopped, billing $")
 
 
 @pytest.mark.parametrize("action", ["auto_shutdown_complete", "power_off_complete", "auto_shutdown"])

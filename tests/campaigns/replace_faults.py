@@ -222,7 +222,11 @@ class Campaign:
         for _ in range(FOLLOW_UPS):
             if self.settled(flow):
                 break
-            res = self.keep_serving(flow)
+            # a po that stays stopped was stopped by us (power_off): keep_serving rightly leaves
+            # it, so the power_on flow is settled by power_on itself
+            label = SERVICES[flow]["name"]
+            stopped = [r for r in self.live(label) if r.get("intended_status") == "stopped"]
+            res = self.flow_run(flow) if flow == "power_on" and stopped else self.keep_serving(flow)
             runs.append(res.rc)
         return runs
 

@@ -76,8 +76,13 @@ def _by_module(module):
     return [args for _, m, args in tasks() if m == module]
 
 
+def _credential_type(name):
+    (ct,) = [args for args in _by_module("credential_type") if args["name"] == name]
+    return ct
+
+
 def test_credential_type_injects_vast_api_key_from_a_secret_field():
-    (ct,) = _by_module("credential_type")
+    ct = _credential_type("vast.ai API")
     secret_fields = {f["id"] for f in ct["inputs"]["fields"] if f.get("secret")}
     env = ct["injectors"]["env"]
     assert "VAST_API_KEY" in env
@@ -88,6 +93,41 @@ def test_credential_type_injects_vast_api_key_from_a_secret_field():
     for task, module, args in tasks():
         if module == "credential":
             assert task.get("no_log") is True, f"{task['name']} must be no_log"
+
+
+def _render(expr, **names):
+    import jinja2.nativetypes
+    return jinja2.nativetypes.NativeEnvironment().from_string(expr).render(**names)
+
+
+def test_endpoint_token_credential_type_and_the_templates_that_deploy():
+    """LLMOPS_ENDPOINT_TOKEN (read by playbooks/tasks/deploy_stack.yml) from a secret field of its
+    own credential type, attached to the templates that deploy the stack when a token is given."""
+    ct = _credential_type("llmops endpoint token")
+    fields = {f["id"]: f for f in ct["inputs"]["fields"]}
+    assert fields["endpoint_token"]["secret"] is True and ct["inputs"]["required"] == ["endpoint_token"]
+    assert ct["kind"] == "cloud"  # the kinds AWX allows for a custom type: cloud, net
+    env = ct["injectors"]["env"]
+    assert list(env) == ["LLMOPS_ENDPOINT_TOKEN"]
+    assert re.fullmatch(r"\{\{\s*endpoint_token\s*\}\}", str(env["LLMOPS_ENDPOINT_TOKEN"]).strip())
+    assert "lookup('ansible.builtin.env', 'LLMOPS_ENDPOINT_TOKEN')" in (
+        REPO / "playbooks" / "tasks" / "deploy_stack.yml").read_text()
+    play = load_ansible_yaml(AWX)[0]
+    cred_task, cred = [(t, a) for t, m, a in tasks() if m == "credential" and a["credential_type"] == ct["name"]][0]
+    assert cred_task["no_log"] is True and cred["inputs"] == {"endpoint_token": "{{ llmops_endpoint_token }}"}
+    assert cred_task["when"] == "llmops_endpoint_token | length > 0"
+    name = play["vars"]["awx_endpoint_token_credential"]
+    assert _render(cred["name"], awx_endpoint_token_credential=name) == name
+    (jt,) = _by_module("job_template")
+    base = ["vast.ai account", "vast.ai instances SSH"]
+    for token in ("", "a-token"):
+        got = {t["playbook"]: _render(jt["credentials"].strip(), item=t, llmops_endpoint_token=token,
+                                      awx_endpoint_token_credential=name)
+               for t in play["vars"]["awx_job_templates"]}
+        for book, creds in got.items():
+            deploys = book in ("playbooks/provision.yml", "playbooks/deploy.yml", "playbooks/keep_serving.yml")
+            assert creds == base + ([name] if token and deploys else []), (book, creds)
+    assert play["vars"]["llmops_endpoint_token"] == ""  # optional: without it each host keeps its own
 
 
 def _next_gap(rrule_text):

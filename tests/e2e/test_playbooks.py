@@ -76,7 +76,7 @@ class Env:
         self.runs += 1
         pdd = self.tmp / f"runner-{self.runs}-{name}"
         pdd.mkdir()
-        kw = {}
+        kw = self.runner_options()
         if inventory:
             kw["inventory"] = str(inventory)
         r = ansible_runner.run(
@@ -91,6 +91,10 @@ class Env:
         if expect_rc is not None:
             assert r.rc == expect_rc, f"{name} rc={r.rc} ({r.status})\n{out[-6000:]}"
         return r, out
+
+    def runner_options(self):
+        """More ansible_runner.run() options for the next run (tests/e2e/test_awx_jobs.py: ssh_key)."""
+        return {}
 
     def debug_msgs(self, runner, task):
         """{host: msg} of a debug task whose messages start with the host name."""

@@ -72,11 +72,11 @@ def test_provision_task_file_puts_the_key_once(sim, tmp_path):
     from tests.helpers.ansible import run_playbook
 
     tasks = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "playbooks", "tasks", "account_ssh_key.yml")
-    (tmp_path / "id.pub").write_text(KEY + "\n")
     pb = ("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
           "    - ansible.builtin.include_tasks: %s\n    - ansible.builtin.include_tasks: %s\n"
           % (os.path.abspath(tasks), os.path.abspath(tasks)))
-    res = run_playbook(pb, extra_vars={"llmops_ssh_key_file": str(tmp_path / "id")}, env=dict(sim.env))
+    # the fact tasks/controller_ssh_key.yml sets (from a variable, the ssh-agent or the key file)
+    res = run_playbook(pb, extra_vars={"llmops_ssh_public_key_text": KEY}, env=dict(sim.env))
     assert res.rc == 0, res.summary()
     assert keys(sim) == [KEY]
     assert [r["changed"] for r in res.results("Put the controller's key on the account")] == [True, False]

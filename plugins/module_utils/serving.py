@@ -76,8 +76,8 @@ def service_spec(raw, profiles):
                         "(and not end in %s)" % (svc.get("name"), REPLACEMENT_SUFFIX))
     svc["name"] = name
     if svc.get("profile") not in profiles:
-        raise PlanError("service %s: unknown profile %r; profiles: %s" % (name, svc.get("profile"),
-                                                                        ", ".join(sorted(profiles))))
+        known = ", ".join(sorted(profiles))
+        raise PlanError("service %s: unknown profile %r; profiles: %s" % (name, svc.get("profile"), known))
     replicas = svc["replicas"]
     if isinstance(replicas, bool) or not isinstance(replicas, int) and not str(replicas).isdigit():
         raise PlanError("service %s: replicas must be a whole number, not %r" % (name, replicas))
@@ -262,8 +262,9 @@ def plan(services, rows, events, now, health, profiles):
 def _rental(svc, label, service_label, old, reason, cap):
     summary = None
     if old is not None:
-        summary = "%s is instance %s, %s, billing $%.3f/h" % (service_label, old["id"], old.get("actual_status"),
-                                                             burn_rate(old))
-    return {"old_summary": summary, "label": label, "token_label": service_label, "service": svc["name"], "profile": svc["profile"],
+        summary = "%s is instance %s, %s, billing $%.3f/h" % (
+            service_label, old["id"], old.get("actual_status"), burn_rate(old))
+    return {"old_summary": summary, "label": label, "token_label": service_label, "service": svc["name"],
+            "profile": svc["profile"],
             "interruptible": svc["interruptible"], "bid_price": svc["bid_price"], "max_dph": cap,
             "old": old, "reason": reason, "replace_old": svc["replace_old"]}

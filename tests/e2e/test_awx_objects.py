@@ -222,3 +222,14 @@ def test_survey_specs_ask_for_what_the_playbooks_read():
     for t in templates:
         if t["playbook"] in ("playbooks/idle_shutdown.yml", "playbooks/cost_report.yml"):
             assert "survey" not in t
+
+
+def test_keep_serving_and_the_stops_share_one_lasting_audit_file():
+    """keep_serving tells our stops from preemptions by the audit file: the templates that stop
+    instances must write the file it reads (issue 16)."""
+    play = yaml.load(AWX.read_text(), Loader=AnsibleLoader)[0]
+    templates = {t["playbook"]: t for t in play["vars"]["awx_job_templates"]}
+    paths = {book: templates[book].get("extra_vars", {}).get("vast_audit_log")
+             for book in ("playbooks/keep_serving.yml", "playbooks/idle_shutdown.yml", "playbooks/power_off.yml")}
+    assert set(paths.values()) == {"{{ awx_audit_log }}"}, paths
+    assert play["vars"]["awx_audit_log"].startswith("/var/lib/"), "a path exposed to jobs, not the job's own"

@@ -98,13 +98,15 @@ plugin: llmops.vastai.vast
 statuses: [running]
 EOF
 
+# The simulated clock jumped 2 h ahead of the host's: the host-vs-API clock check would rightly
+# refuse to decide, so it is off for the demo (idle_shutdown_max_clock_skew_minutes=0).
 step "Idle shutdown, dry run (--check): lists what would stop"
 ansible-playbook -i "$WORK/demo.vast.yml" playbooks/idle_shutdown.yml --check \
-  -e idle_shutdown_idle_minutes=1 -e vast_billing_end="$END"
+  -e idle_shutdown_idle_minutes=1 -e idle_shutdown_max_clock_skew_minutes=0 -e vast_billing_end="$END"
 
 step "Idle shutdown (what the AWX schedule runs every 5 minutes)"
 ansible-playbook -i "$WORK/demo.vast.yml" playbooks/idle_shutdown.yml \
-  -e idle_shutdown_idle_minutes=1 -e vast_billing_end="$END"
+  -e idle_shutdown_idle_minutes=1 -e idle_shutdown_max_clock_skew_minutes=0 -e vast_billing_end="$END"
 
 step "The instance is stopped (API) and the audit trail"
 curl -fsS -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$PORT/api/v1/instances/" \

@@ -32,11 +32,11 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 
 from tests.bench import summary
+from tests.campaigns.common import StateWatcher
 from tests.campaigns.replace_faults import COMMON, LIVE, health_url, http_status
 from tests.helpers import images
 from tests.helpers.ansible import REPO, run_playbook
@@ -48,38 +48,31 @@ MINIMUM = Counter({"list": 1, "search": 1, "create": 1, "show": 1, "destroy": 1,
 SPEED = 20
 
 
-class Watch(threading.Thread):
+class Watch(StateWatcher):
     """When the replacement (an id not in ``known``) appeared, ran, and first answered /health 200."""
 
+    interval = 0.05
+
     def __init__(self, sim, known):
-        super().__init__(daemon=True)
-        self.sim, self.known, self.stop_flag = sim, set(known), threading.Event()
+        super().__init__(sim, LIVE)
+        self.known = set(known)
         self.new_id = self.t_seen = self.t_running = self.t_health = None
 
-    def run(self):
-        while not self.stop_flag.is_set() and self.t_health is None:
-            try:
-                rows = self.sim.state()["instances"]
-            except Exception:
-                time.sleep(0.05)
-                continue
-            now = time.time()
-            for r in rows:
-                if r["id"] in self.known or not LIVE(r):
-                    continue
-                if self.new_id is None:
-                    self.new_id, self.t_seen = r["id"], now
-                if r["id"] == self.new_id:
-                    if r.get("actual_status") == "running" and self.t_running is None:
-                        self.t_running = now
-                    url = health_url(r)
-                    if self.t_running and url and http_status(url, timeout=1) == 200:
-                        self.t_health = time.time()
-            time.sleep(0.05)
+    def done(self):
+        return self.t_health is not None
 
-    def finish(self):
-        self.stop_flag.set()
-        self.join(5)
+    def sample(self, rows, now):
+        for r in rows:
+            if r["id"] in self.known or not LIVE(r):
+                continue
+            if self.new_id is None:
+                self.new_id, self.t_seen = r["id"], now
+            if r["id"] == self.new_id:
+                if r.get("actual_status") == "running" and self.t_running is None:
+                    self.t_running = now
+                url = health_url(r)
+                if self.t_running and url and http_status(url, timeout=1) == 200:
+                    self.t_health = time.time()
 
 
 def main(argv=None):

@@ -10,6 +10,9 @@ import json
 import os
 import re
 import sys
+import threading
+import time
+from collections import Counter
 
 from tests.helpers.ansible import REPO
 
@@ -114,3 +117,41 @@ def tee(capsys):
                 print(s, end="", flush=True)
             return len(s)
     return buf, Tee()
+
+
+class StateWatcher(threading.Thread):
+    """Samples /_sim/state every ``interval`` s while a run goes, through failing reads: the
+    most live instances seen per label (a double rental may last only a moment). Subclasses add
+    their own look at each sample in ``sample(rows, t)``; ``done()`` ends the watch early."""
+
+    interval = 0.1
+
+    def __init__(self, sim, live=lambda row: row.get("destroyed_at") is None):
+        super().__init__(daemon=True)
+        self.sim, self.live = sim, live
+        self.stop_flag = threading.Event()
+        self.max_live = Counter()
+
+    def sample(self, rows, t):
+        pass
+
+    def done(self):
+        return False
+
+    def run(self):
+        while not self.stop_flag.is_set() and not self.done():
+            try:
+                rows = self.sim.state()["instances"]
+            except Exception:
+                time.sleep(self.interval)
+                continue
+            t = time.time()
+            for k, v in Counter(r.get("label") for r in rows if self.live(r)).items():
+                self.max_live[k] = max(self.max_live[k], v)
+            self.sample(rows, t)
+            time.sleep(self.interval)
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(5)
+        return self.max_live

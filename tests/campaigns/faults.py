@@ -23,12 +23,11 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
 
-from tests.campaigns.common import clear_msg
+from tests.campaigns.common import StateWatcher, clear_msg
 from tests.helpers.ansible import run_playbook
 from tests.helpers.vastsim import launch
 
@@ -76,40 +75,24 @@ def op_run(op, label, tmp):
     return op + ".yml", extra
 
 
-class Watcher(threading.Thread):
+class Watcher(StateWatcher):
     """Samples /_sim/state while a run goes: most live instances per label seen, and (for the
     'stuck' fault on a rent) holds the newly created instance in loading/scheduling."""
 
     def __init__(self, sim, label, known_ids, stick=None):
-        super().__init__(daemon=True)
-        self.sim, self.label, self.known, self.stick = sim, label, set(known_ids), stick
-        self.stop_flag = threading.Event()
-        self.max_live = Counter()
+        super().__init__(sim, LIVE)
+        self.label, self.known, self.stick = label, set(known_ids), stick
         self.stuck_ids = []
 
-    def run(self):
-        while not self.stop_flag.is_set():
-            try:
-                rows = self.sim.state()["instances"]
-            except Exception:
-                time.sleep(0.1)
-                continue
-            live = Counter(r.get("label") for r in rows if LIVE(r))
-            for k, v in live.items():
-                self.max_live[k] = max(self.max_live[k], v)
-            if self.stick and not self.stuck_ids:
-                for r in rows:
-                    if LIVE(r) and r["label"] == self.label and r["id"] not in self.known:
-                        try:
-                            self.sim.force(r["id"], self.stick, hold=True)
-                            self.stuck_ids.append(r["id"])
-                        except RuntimeError:
-                            pass
-            time.sleep(0.1)
-
-    def finish(self):
-        self.stop_flag.set()
-        self.join(5)
+    def sample(self, rows, t):
+        if self.stick and not self.stuck_ids:
+            for r in rows:
+                if LIVE(r) and r["label"] == self.label and r["id"] not in self.known:
+                    try:
+                        self.sim.force(r["id"], self.stick, hold=True)
+                        self.stuck_ids.append(r["id"])
+                    except RuntimeError:
+                        pass
 
 
 class Campaign:

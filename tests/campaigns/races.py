@@ -46,7 +46,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 
-from tests.campaigns.common import clear_msg, task_window
+from tests.campaigns.common import StateWatcher, clear_msg, task_window
 from tests.helpers.ansible import run_playbook
 from tests.helpers.vastsim import launch
 
@@ -97,43 +97,27 @@ def owner(contradiction):
     return m.group(1) if m else "vast_instance"
 
 
-class Watcher(threading.Thread):
+class Watcher(StateWatcher):
     """Samples /_sim/state while a round runs: most live instances per label, and every change
     of (actual_status, intended_status) per instance with its wall-clock time."""
 
+    interval = 0.05
+
     def __init__(self, sim):
-        super().__init__(daemon=True)
-        self.sim = sim
-        self.stop_flag = threading.Event()
-        self.max_live = Counter()
+        super().__init__(sim, LIVE)
         self.timeline = defaultdict(list)  # id -> [(t, actual, intended)]
         self.first_seen, self.gone = {}, {}  # id -> wall-clock time first seen live / destroyed
 
-    def run(self):
-        while not self.stop_flag.is_set():
-            try:
-                rows = self.sim.state()["instances"]
-            except Exception:
-                time.sleep(0.05)
-                continue
-            t = time.time()
-            live = Counter(r.get("label") for r in rows if LIVE(r))
-            for k, v in live.items():
-                self.max_live[k] = max(self.max_live[k], v)
-            for r in rows:
-                if LIVE(r):
-                    self.first_seen.setdefault(r["id"], t)
-                elif r["id"] in self.first_seen:
-                    self.gone.setdefault(r["id"], t)
-                now = (r.get("actual_status"), r.get("intended_status"))
-                tl = self.timeline[r["id"]]
-                if not tl or tl[-1][1:] != now:
-                    tl.append((t,) + now)
-            time.sleep(0.05)
-
-    def finish(self):
-        self.stop_flag.set()
-        self.join(5)
+    def sample(self, rows, t):
+        for r in rows:
+            if LIVE(r):
+                self.first_seen.setdefault(r["id"], t)
+            elif r["id"] in self.first_seen:
+                self.gone.setdefault(r["id"], t)
+            now = (r.get("actual_status"), r.get("intended_status"))
+            tl = self.timeline[r["id"]]
+            if not tl or tl[-1][1:] != now:
+                tl.append((t,) + now)
 
     def real_stops(self, iid):
         """running -> stopped/exited transitions of instance ``iid``."""

@@ -34,12 +34,12 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 
+from tests.campaigns.common import StateWatcher
 from tests.helpers import images
 from tests.helpers.ansible import REPO, run_playbook
 from tests.helpers.vastsim import launch
@@ -107,28 +107,11 @@ def named(text, iid, with_price=False):
     return False
 
 
-class Watcher(threading.Thread):
+class Watcher(StateWatcher):
     """Most live instances per label seen while a run goes (a double rental is one moment)."""
 
     def __init__(self, sim):
-        super().__init__(daemon=True)
-        self.sim, self.stop_flag, self.max_live = sim, threading.Event(), Counter()
-
-    def run(self):
-        while not self.stop_flag.is_set():
-            try:
-                rows = self.sim.state()["instances"]
-            except Exception:
-                time.sleep(0.1)
-                continue
-            for k, v in Counter(r.get("label") for r in rows if LIVE(r)).items():
-                self.max_live[k] = max(self.max_live[k], v)
-            time.sleep(0.1)
-
-    def finish(self):
-        self.stop_flag.set()
-        self.join(5)
-        return self.max_live
+        super().__init__(sim, LIVE)
 
 
 def steps_of(log):

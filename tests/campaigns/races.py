@@ -77,6 +77,21 @@ LIVE = lambda row: row.get("destroyed_at") is None  # noqa: E731
 STOPPED = ("stopped", "exited")
 
 
+def warned_meanwhile(res):
+    """The run told its reader that another job changed the instance after its own change: a
+    module warning, or the playbook's re-read before its summary ("[WARNING] ... changed by
+    another job meanwhile" / "started again by another job"), which is a debug message, not
+    an Ansible warning."""
+    for t in res.tasks:
+        texts = [str(w) for w in (t.result.get("warnings") or [])]
+        msg = t.result.get("msg")
+        if not t.result.get("skipped"):
+            texts += [str(m) for m in (msg if isinstance(msg, list) else [msg]) if m]
+        if any("another job" in x.lower() or "meanwhile" in x.lower() for x in texts):
+            return True
+    return False
+
+
 def failure_message(res):
     """The message a person reads when a run failed (last failed task, loop items included)."""
     failed = [t for t in res.tasks if t.result.get("failed")]
@@ -459,12 +474,13 @@ class Campaign:
                                              "actual_status %s, intended_status %s" % (
                                                  n, pb, inst.get("actual_status"), inst.get("intended_status")))
                 continue
-            warned = any(w for t in res.tasks for w in (t.result.get("warnings") or [])
-                         if "another" in str(w).lower() or "meanwhile" in str(w).lower())
+            warned = warned_meanwhile(res)
             if said == end_state or warned:
                 continue
             module_end = windows.get(task, (0, ended))[1]
-            summary_start = windows.get(summary, (0, ended))[0]
+            # the re-read before the summary: a change made before it started must be told
+            summary_start = windows.get("Read the instance again before the summary",
+                                        windows.get(summary, (0, ended)))[0]
             if changed_at is not None and changed_at < module_end - MODULE_SLACK:
                 # the module's last read came after the change: it reported a state the API had left
                 rec["contradictions"].append(

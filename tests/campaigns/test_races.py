@@ -76,8 +76,7 @@ def test_power_off_summary_sees_a_start_made_meanwhile():
         summary_start = races.task_window(res)["Runtime and cost"][0]
         assert acted < summary_start, "the rival acted after the summary started"
         said = res.task("Runtime and cost")["msg"][0]
-        warned = any("another" in str(w) or "meanwhile" in str(w) for t in res.tasks
-                     for w in (t.result.get("warnings") or [])) or "another job" in str(res.task("Runtime and cost"))
+        warned = races.warned_meanwhile(res)
         if said.startswith("stopped") and not warned:
             raise Contradiction("power_off.yml printed %r while instance %s is %s (intended %s) since %.1f s "
                                 "before its summary" % (said, row["id"], row["actual_status"],

@@ -185,12 +185,17 @@ class Campaign:
 
     def undo_events(self):
         for r in self.rows():
+            # the other tenant also leaves the machines of destroyed instances: a gpu_taken on an
+            # instance that was then replaced kept its offer off the market, and after ~90
+            # injections no offer under the budget profile's max_dph was left to rent
+            calls = ["offers/%d/release" % r["offer_id"]] if r.get("offer_id") else []
             if LIVE(r):
-                for ev in ("online", "gpu_released"):
-                    try:
-                        self.sim.ctl("POST", "instances/%d/%s" % (r["id"], ev))
-                    except RuntimeError:
-                        pass
+                calls += ["instances/%d/%s" % (r["id"], ev) for ev in ("online", "gpu_released")]
+            for call in calls:
+                try:
+                    self.sim.ctl("POST", call)
+                except RuntimeError:
+                    pass
 
     def settled(self, flow):
         label = SERVICES[flow]["name"]
@@ -339,8 +344,9 @@ class Campaign:
             for n, (flow, k, kind, make) in enumerate(todo, 1):
                 self.one(flow, k, kind, make)
                 if n % 10 == 0 and not self.verbose:
-                    self.w("progress: %d/%d, %d s, %d with defects\n" % (
-                        n, len(todo), time.monotonic() - started, sum(bool(r["problems"]) for r in self.records)))
+                    self.w("progress: %d/%d, %d s, %d with defects, %d offers on the market\n" % (
+                        n, len(todo), time.monotonic() - started, sum(bool(r["problems"]) for r in self.records),
+                        self.sim.state()["offers_available"]))
         finally:
             try:
                 self.sim.destroy_all()

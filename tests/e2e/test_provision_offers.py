@@ -52,3 +52,24 @@ def test_research_profile_can_rent_an_l40s(sim, tmp_path):
                           vast_profile_overrides={"gpu_names": ["L40S"], "max_dph": 5.0})
     assert res.rc == 0, res.summary()
     assert len(rows) == 1 and rows[0]["gpu_name"] == "L40S" and rows[0]["gpu_ram"] == 46068
+
+
+def test_labels_that_do_not_all_fit_max_instances_rent_none(sim, tmp_path):
+    # The preflight counts the whole run before the first create: with 1 active instance and
+    # max_instances 2, renting three labels would stop after the first with one billing; the run
+    # must refuse before any create. The module's own check (after each create) cannot do this:
+    # it sees one label at a time.
+    res, rows = provision(sim, tmp_path, "cap-a")
+    assert res.rc == 0 and len(rows) == 1, res.summary()
+    sim.clear_requests()
+    res, _ = provision(sim, tmp_path, "cap-b", instance_labels=["cap-a", "cap-b", "cap-c"], max_instances=2)
+    assert res.rc != 0
+    assert "Budget guard: 1 active instance(s) (cap-a), 2 more wanted, max_instances is 2" in res.stdout, res.stdout[-2000:]
+    assert not [e for e in sim.requests() if e.get("endpoint") == "create"], "a create was sent"
+    live = sorted(r["label"] for r in sim.state()["instances"] if not r.get("destroyed_at"))
+    assert live == ["cap-a"]
+    # the labels that exist are adopted, not counted twice: cap-a + cap-b fit max_instances 2
+    res, _ = provision(sim, tmp_path, "cap-b", instance_labels=["cap-a", "cap-b"], max_instances=2)
+    assert res.rc == 0, res.summary()
+    live = sorted(r["label"] for r in sim.state()["instances"] if not r.get("destroyed_at"))
+    assert live == ["cap-a", "cap-b"]

@@ -351,6 +351,8 @@ class Sim:
             if inst.offer["id"] not in self.taken:
                 inst.pending = (now, "loading")
                 inst.status_msg = "Scheduling: GPU available, starting"
+                if self.hosts is not None:
+                    self.hosts.on_start(inst)   # only now: no box runs while the GPU is taken
                 self._advance(inst, now)
 
     def _backend_ready(self, inst):
@@ -408,6 +410,8 @@ class Sim:
                 and inst.pending is not None and inst.pending[1] == "loading"):
             inst.pending = None     # a start still in scheduling loses the race for the GPU
             inst.status_msg = MSG_SCHEDULING
+            if self.hosts is not None:
+                self.hosts.on_stop(inst)    # its box, begun by start(), waits for the GPU too
         self._available = None
 
     def _ev_gpu_released(self, inst):
@@ -463,11 +467,13 @@ class Sim:
                 inst.set_actual(None, now)
                 inst.pending = (now + T_PROVISION, "loading")
             elif before in ("stopped", "exited"):
-                inst.set_actual(before, now)      # a start waiting for its GPU waits on (_advance)
+                # a start waiting for its GPU waits on; _advance starts its box once the GPU is free
+                inst.set_actual(before, now)
                 inst.status_msg = MSG_SCHEDULING if inst.offer["id"] in self.taken else "Scheduling"
+                inst.pending = None
             else:
                 self._enter(inst, "loading", now)   # the container restarts on the returned host
-            if self.hosts is not None:
+            if self.hosts is not None and before not in ("stopped", "exited"):
                 self.hosts.on_start(inst)
         else:
             inst.set_actual("stopped", now)
@@ -570,9 +576,12 @@ class Sim:
         if getattr(inst, "host_down", False):
             return  # the host is offline: the start is carried out when it returns (_ev_online)
         if inst.offer["id"] in self.taken:
+            # scheduling until the GPU is free: the box starts then (_advance), not now; a start
+            # stuck in scheduling runs nothing on the host (docs.vast.ai/cli/reference/start-instance)
             inst.status_msg = MSG_SCHEDULING
             inst.pending = None
-        elif inst.actual_status is None:
+            return
+        if inst.actual_status is None:
             inst.pending = (now + T_PROVISION, "loading")
         else:
             inst.status_msg = "Scheduling"

@@ -119,3 +119,56 @@ def test_platform_events_reach_the_backend(sim):
     assert (inst.actual_status, inst.intended_status) == ("stopped", "stopped")
     with pytest.raises(ValueError, match="unknown event"):
         sim.event(inst, "meteor")
+
+
+def test_no_box_runs_while_a_start_waits_for_a_taken_gpu(sim):
+    # A start stuck in scheduling runs nothing on the host: the box starts when the GPU is free.
+    # Before, start() started the box at once, so a --hosts docker "scheduling" instance had a
+    # live container, and a stop right after (offline, cancel) hit an engine still importing
+    # (PID 1 without its SIGTERM handler yet: a 10 s docker stop that stalled the replacement
+    # campaign's follow-ups).
+    sim.hosts.ready = True
+    inst = sim.create(sim.catalogue[0]["id"], {"image": "img", "disk": 10}, "ik")
+    sim.clock.advance(3600)
+    sim.tick()
+    sim.stop(inst)
+    sim.clock.advance(60)
+    sim.tick()
+    sim.event(inst, "gpu_taken")
+    del sim.hosts.events[:]
+    sim.start(inst)
+    sim.clock.advance(3600)
+    sim.tick()
+    assert (inst.actual_status, inst.intended_status) == ("stopped", "running")
+    assert sim.hosts.events == []                        # scheduling: no box
+    sim.event(inst, "offline")
+    sim.event(inst, "online")
+    assert ("start", inst.id) not in sim.hosts.events    # back online, GPU still taken: still none
+    sim.event(inst, "gpu_released")
+    assert sim.hosts.events[-1] == ("start", inst.id)
+    sim.clock.advance(60)
+    sim.tick()
+    assert inst.actual_status == "running"
+
+
+def test_gpu_taken_during_a_scheduled_start_stops_the_box_it_began(sim):
+    sim.hosts.ready = True
+    inst = sim.create(sim.catalogue[0]["id"], {"image": "img", "disk": 10}, "ik")
+    sim.clock.advance(3600)
+    sim.tick()
+    sim.stop(inst)
+    sim.clock.advance(60)
+    sim.tick()
+    del sim.hosts.events[:]
+    sim.start(inst)                                      # GPU free: the box starts
+    assert sim.hosts.events == [("start", inst.id)]
+    sim.event(inst, "gpu_taken")                         # another tenant wins the GPU first
+    assert sim.hosts.events[-1] == ("stop", inst.id)
+    sim.clock.advance(3600)
+    sim.tick()
+    assert (inst.actual_status, inst.intended_status) == ("stopped", "running")
+    sim.event(inst, "gpu_released")
+    assert sim.hosts.events[-1] == ("start", inst.id)
+    sim.clock.advance(60)
+    sim.tick()
+    assert inst.actual_status == "running"

@@ -121,12 +121,8 @@ def test_platform_events_reach_the_backend(sim):
         sim.event(inst, "meteor")
 
 
-def test_no_box_runs_while_a_start_waits_for_a_taken_gpu(sim):
-    # A start stuck in scheduling runs nothing on the host: the box starts when the GPU is free.
-    # Before, start() started the box at once, so a --hosts docker "scheduling" instance had a
-    # live container, and a stop right after (offline, cancel) hit an engine still importing
-    # (PID 1 without its SIGTERM handler yet: a 10 s docker stop that stalled the replacement
-    # campaign's follow-ups).
+def stopped_instance(sim):
+    """An instance that ran (ready backend) and was stopped: the start tests' starting point."""
     sim.hosts.ready = True
     inst = sim.create(sim.catalogue[0]["id"], {"image": "img", "disk": 10}, "ik")
     sim.clock.advance(3600)
@@ -134,6 +130,17 @@ def test_no_box_runs_while_a_start_waits_for_a_taken_gpu(sim):
     sim.stop(inst)
     sim.clock.advance(60)
     sim.tick()
+    assert (inst.actual_status, inst.intended_status) == ("stopped", "stopped")
+    return inst
+
+
+def test_no_box_runs_while_a_start_waits_for_a_taken_gpu(sim):
+    # A start stuck in scheduling runs nothing on the host: the box starts when the GPU is free.
+    # Before, start() started the box at once, so a --hosts docker "scheduling" instance had a
+    # live container, and a stop right after (offline, cancel) hit an engine still importing
+    # (PID 1 without its SIGTERM handler yet: a 10 s docker stop that stalled the replacement
+    # campaign's follow-ups).
+    inst = stopped_instance(sim)
     sim.event(inst, "gpu_taken")
     del sim.hosts.events[:]
     sim.start(inst)
@@ -152,13 +159,7 @@ def test_no_box_runs_while_a_start_waits_for_a_taken_gpu(sim):
 
 
 def test_gpu_taken_during_a_scheduled_start_stops_the_box_it_began(sim):
-    sim.hosts.ready = True
-    inst = sim.create(sim.catalogue[0]["id"], {"image": "img", "disk": 10}, "ik")
-    sim.clock.advance(3600)
-    sim.tick()
-    sim.stop(inst)
-    sim.clock.advance(60)
-    sim.tick()
+    inst = stopped_instance(sim)
     del sim.hosts.events[:]
     sim.start(inst)                                      # GPU free: the box starts
     assert sim.hosts.events == [("start", inst.id)]
